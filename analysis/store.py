@@ -1,0 +1,137 @@
+"""On-disk layout of every stage's outputs, and loaders for them.
+
+One place knows where things live, so stages and the paper never build paths by hand.
+All paths are relative to the repository root (the directory DVC runs stages in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.io import read_json, write_json, write_npy
+
+VARIANTS = ("random", "zeroshot")
+SPLITS = ("train", "dev", "test")
+
+VSR_DIR = Path("data/vsr")
+TEMPLATES_DIR = Path("data/templates")
+TEMPLATES_KEY = "templates/all"  # the controlled template set, embedded like a split
+IMAGES_DIR = Path("data/images")
+IMAGE_MANIFEST = Path("results/images/manifest.csv")
+EMBED_DIR = Path("results/embeddings")
+PROBES_DIR = Path("results/probes")
+
+# The vector each condition contributes to the replication probe (the original project's choice).
+PRIMARY_VIEW = {
+    "sbert": "mean",
+    "clip_text": "pooler_output",
+    "clip_image": "image_embeds",
+    "clip_concat": "concat",
+}
+IMAGE_CONDITIONS = frozenset({"clip_image", "clip_concat"})
+
+
+def split_key(variant: str, split: str) -> str:
+    return f"{variant}/{split}"
+
+
+def parse_split_key(key: str) -> tuple[str, str]:
+    """'random/train' -> ('random', 'train'); also the template set 'templates/all'."""
+    parts = key.split("/")
+    if key == TEMPLATES_KEY:
+        return parts[0], parts[1]
+    if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in SPLITS:
+        raise ValueError(
+            f"bad split key {key!r}: expected '<variant>/<split>' with variant in {VARIANTS} "
+            f"and split in {SPLITS}, or '{TEMPLATES_KEY}'"
+        )
+    return parts[0], parts[1]
+
+
+def raw_split_path(variant: str, split: str, root: Path = VSR_DIR) -> Path:
+    return root / "raw" / variant / f"{split}.jsonl"
+
+
+def table_path(variant: str, split: str, root: Path = VSR_DIR) -> Path:
+    if variant == "templates":
+        return TEMPLATES_DIR / f"{split}.parquet"
+    return root / variant / f"{split}.parquet"
+
+
+def load_split(variant: str, split: str, root: Path = VSR_DIR) -> pd.DataFrame:
+    """The normalized table the ``vsr`` stage wrote for one split (one row per VSR row)."""
+    path = table_path(variant, split, root)
+    if not path.exists():
+        stage = "templates" if variant == "templates" else "vsr"
+        raise FileNotFoundError(f"{path} not found: run the '{stage}' stage first (dvc repro {stage})")
+    return pd.read_parquet(path)
+
+
+def embedding_dir(condition: str, variant: str, split: str, root: Path = EMBED_DIR) -> Path:
+    return root / condition / variant / split
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Vectors for the rows in ``row_ids`` (same order), plus the sidecar metadata."""
+
+    X: np.ndarray
+    row_ids: np.ndarray
+    meta: dict[str, Any]
+
+
+def save_embeddings(
+    condition: str,
+    variant: str,
+    split: str,
+    views: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    root: Path = EMBED_DIR,
+) -> Path:
+    """Write each view as float32 ``<view>.npy`` and the sidecar ``meta.json`` (written last,
+    so a directory with a sidecar is complete)."""
+    out = embedding_dir(condition, variant, split, root)
+    n = len(meta["row_ids"])
+    for name, arr in views.items():
+        if arr.shape[0] != n:
+            raise ValueError(f"{condition} {variant}/{split} view {name}: {arr.shape[0]} rows, "
+                             f"sidecar lists {n} row ids")
+        if not np.isfinite(arr).all():
+            bad = np.flatnonzero(~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim))))
+            raise ValueError(f"{condition} {variant}/{split} view {name}: non-finite values in rows "
+                             f"{[meta['row_ids'][i] for i in bad[:10]]}")
+        write_npy(out / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
+    write_json(out / "meta.json", {**meta, "views": sorted(views)})
+    return out
+
+
+def load_embeddings(
+    condition: str, variant: str, split: str, view: str | None = None, root: Path = EMBED_DIR
+) -> Embeddings:
+    """Load one view (default: the condition's primary view) with its row ids."""
+    d = embedding_dir(condition, variant, split, root)
+    meta_path = d / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"no embeddings for condition '{condition}' on {variant}/{split} ({meta_path} missing): "
+            f"add it to 'conditions' in params.yaml and run 'dvc repro'"
+        )
+    meta = read_json(meta_path)
+    view = view or PRIMARY_VIEW.get(condition) or meta["views"][0]
+    if view not in meta["views"]:
+        raise KeyError(f"{d}: no view '{view}' (has {meta['views']})")
+    X = np.load(d / f"{view}.npy", mmap_mode=None)
+    return Embeddings(X=X, row_ids=np.asarray(meta["row_ids"]), meta=meta)
+
+
+def available_conditions(variant: str, split: str, root: Path = EMBED_DIR) -> list[str]:
+    """Conditions whose embeddings exist for this split, in a stable order."""
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if (embedding_dir(p.name, variant, split, root) / "meta.json").exists())
