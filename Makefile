@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# stage commands (`python -m analysis ...`) run inside the project's environment
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test smoke bench paper paper-check reproduce verify clean-smoke
 

@@ -33,3 +33,52 @@ def shared_vsr() -> Path:
     if not (SHARED_VSR / "random" / "train.jsonl").exists():
         pytest.skip("../shared/vsr not present")
     return SHARED_VSR
+
+
+def _copy_checkout(dest: Path) -> None:
+    """Copy the files git would put in a fresh clone (tracked + untracked-not-ignored)."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def run_tool(args: list[str], cwd: Path, **kw):
+    """Run a command with this interpreter's environment first on PATH (as `make` does), so
+    stage commands (`python -m analysis ...`) use the same packages as the tests."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def smoke_workspace(tmp_path_factory) -> Path:
+    """A fresh git checkout copy whose params.yaml is the smoke profile, after `dvc repro`.
+
+    Shared by the pipeline, paper and reviewer-path tests so the pipeline runs once per session.
+    """
+    import shutil
+
+    ws = tmp_path_factory.mktemp("smoke") / "repo"
+    ws.mkdir()
+    _copy_checkout(ws)
+    shutil.copy2(ws / "params.smoke.yaml", ws / "params.yaml")
+    for args in (["git", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm",
+                  "smoke"]):
+        proc = run_tool(args, ws)
+        assert proc.returncode == 0, proc.stderr
+    proc = run_tool(["dvc", "repro"], ws, timeout=900)
+    assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return ws
