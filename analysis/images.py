@@ -47,7 +47,7 @@ class ImagesError(ValueError):
 
 
 def needs_images(conditions: Iterable[str]) -> bool:
-    return bool(set(conditions) & store.IMAGE_CONDITIONS)
+    return any(store.is_image_condition(c) for c in conditions)
 
 
 def collect_images(tables: dict[str, pd.DataFrame]) -> dict[str, str]:

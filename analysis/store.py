@@ -6,6 +6,7 @@ All paths are relative to the repository root (the directory DVC runs stages in)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,20 @@ PRIMARY_VIEW = {
     "clip_concat": "concat",
 }
 IMAGE_CONDITIONS = frozenset({"clip_image", "clip_concat"})
+LAYERS_VIEW = "layers"  # (L, N, D): embedding output and every hidden layer
+
+
+def base_condition(condition: str) -> str:
+    """'clip_text_random_s3' -> 'clip_text': random-weight baselines share their model's views."""
+    return re.sub(r"_random(_s\d+)?$", "", condition)
+
+
+def primary_view(condition: str) -> str:
+    return PRIMARY_VIEW[base_condition(condition)]
+
+
+def is_image_condition(condition: str) -> bool:
+    return base_condition(condition) in IMAGE_CONDITIONS
 
 
 def split_key(variant: str, split: str) -> str:
@@ -94,15 +109,17 @@ def save_embeddings(
     root: Path = EMBED_DIR,
 ) -> Path:
     """Write each view as float32 ``<view>.npy`` and the sidecar ``meta.json`` (written last,
-    so a directory with a sidecar is complete)."""
+    so a directory with a sidecar is complete). Views are (N, D); ``layers`` is (L, N, D)."""
     out = embedding_dir(condition, variant, split, root)
     n = len(meta["row_ids"])
     for name, arr in views.items():
-        if arr.shape[0] != n:
-            raise ValueError(f"{condition} {variant}/{split} view {name}: {arr.shape[0]} rows, "
-                             f"sidecar lists {n} row ids")
-        if not np.isfinite(arr).all():
-            bad = np.flatnonzero(~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim))))
+        row_axis = 1 if name == LAYERS_VIEW else 0
+        if arr.ndim != row_axis + 2 or arr.shape[row_axis] != n:
+            raise ValueError(f"{condition} {variant}/{split} view {name}: shape {arr.shape}, "
+                             f"sidecar lists {n} row ids (rows on axis {row_axis})")
+        other = tuple(a for a in range(arr.ndim) if a != row_axis)
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=other))
+        if len(bad):
             raise ValueError(f"{condition} {variant}/{split} view {name}: non-finite values in rows "
                              f"{[meta['row_ids'][i] for i in bad[:10]]}")
         write_npy(out / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
@@ -122,7 +139,7 @@ def load_embeddings(
             f"add it to 'conditions' in params.yaml and run 'dvc repro'"
         )
     meta = read_json(meta_path)
-    view = view or PRIMARY_VIEW.get(condition) or meta["views"][0]
+    view = view or primary_view(condition)
     if view not in meta["views"]:
         raise KeyError(f"{d}: no view '{view}' (has {meta['views']})")
     X = np.load(d / f"{view}.npy", mmap_mode=None)

@@ -46,11 +46,11 @@ def test_later_stages_report_missing_conditions(smoke_workspace, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(smoke_workspace, ws, ignore=shutil.ignore_patterns(".git", ".dvc"))
     params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["conditions"] = ["sbert", "clip_text_random"]
+    params["conditions"] = ["sbert", "clip_text_random_s7"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_tool(["python", "-m", "analysis", "probe_replication"], ws)
     assert proc.returncode == 0, proc.stderr
-    assert "clip_text_random" in proc.stderr
+    assert "clip_text_random_s7" in proc.stderr
     metrics = json.loads((ws / "results/metrics/replication.json").read_text())
-    assert metrics["missing_conditions"] == ["clip_text_random"]
+    assert metrics["missing_conditions"] == ["clip_text_random_s7"]
     assert set(pd.read_csv(ws / "results/probes/replication/summary.csv")["condition"]) == {"sbert"}
