@@ -1,6 +1,8 @@
 # Entry points. Every target depends on `setup`, so each works from a fresh clone.
-#   make run    - set up and run the whole study (dvc repro)
-#   make test   - run the test suite (what CI runs)
+#   make run        - set up and run the whole study (dvc repro; the paper too where Quarto exists)
+#   make test       - run the test suite (what CI runs)
+#   make reproduce  - reviewer: dvc pull the pinned outputs, check dvc status, render the paper
+#   make verify     - reviewer: recompute probes, statistics and RSA from the pulled embeddings
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,14 +20,52 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-run: setup  ## the main job: download data and models, embed, probe, analyse
+# Without Quarto the `paper` stage cannot run: reproduce everything it reads, then execute the
+# manuscript's code cells instead (python -m analysis paper_check).
+HAVE_QUARTO := $(shell command -v quarto >/dev/null 2>&1 && echo yes)
+ANALYSIS_STAGES := probe_replication probe_suite stats rsa
+export QUARTO_PYTHON := $(CURDIR)/$(BIN)/python
+
+run: setup  ## the main job: download data and models, embed, probe, analyse, render
+ifeq ($(HAVE_QUARTO),yes)
 	$(BIN)/dvc repro
+else
+	@echo "quarto not on PATH: reproducing the analysis stages; the paper is checked, not rendered"
+	$(BIN)/dvc repro $(ANALYSIS_STAGES)
+	$(BIN)/python -m analysis paper_check
+endif
 
 test: setup  ## the test suite, offline (CI runs exactly this)
 	$(BIN)/python -m pytest
 
-smoke: setup  ## the whole pipeline offline on fixtures and tiny random models (<3 min)
-	$(BIN)/python -m analysis pipeline --params params.smoke.yaml
+# The smoke run works in .smoke/ so its outputs never mix with the study's results/ and data/.
+SMOKE := .smoke
+smoke: setup  ## the whole pipeline offline on fixtures and tiny random models, then the paper's cells
+	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
+	ln -s ../analysis ../tests $(SMOKE)/
+	cp params.smoke.yaml $(SMOKE)/params.yaml
+	cp dvc.yaml $(SMOKE)/dvc.yaml
+	cd $(SMOKE) && $(CURDIR)/$(BIN)/python -m analysis pipeline --params params.yaml
+	$(BIN)/python -m analysis paper_check --root $(SMOKE) --out $(SMOKE)/paper_check
 
 bench: setup  ## speed targets (see README)
 	$(BIN)/python bench/run_all.py
+
+paper: setup  ## render HTML + PDF into paper/_output (Quarto); without Quarto, run the paper check
+ifeq ($(HAVE_QUARTO),yes)
+	quarto render paper
+else
+	@echo "quarto not on PATH: executing the manuscript's code cells instead (paper/_check/)"
+	$(BIN)/python -m analysis paper_check
+endif
+
+paper-check: setup  ## execute every code cell of the manuscript against results/ (no Quarto needed)
+	$(BIN)/python -m analysis paper_check
+
+reproduce: setup  ## reviewer: pull the pinned outputs, require a clean dvc status, render the paper
+	$(BIN)/python -m analysis verify --pull
+	$(BIN)/python -m analysis verify --status
+	$(MAKE) paper
+
+verify: setup  ## reviewer: recompute the cheap stages from pulled inputs and diff against pulled outputs
+	$(BIN)/python -m analysis verify

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 
-from analysis.cli import setup_logging
+from analysis.cli import record_runtime, setup_logging
 
 # stage name -> module; order is the pipeline's dependency order
 STAGES = {
     "vsr": "analysis.vsr",
     "images": "analysis.images",
+    "templates": "analysis.templates",
     "embed": "analysis.embed",
     "probe_replication": "analysis.probe_replication",
+    "probe_suite": "analysis.probe_suite",
+    "paper_check": "analysis.paper_check",
+    "verify": "analysis.verify",
+    "stats": "analysis.stats_stage",
+    "rsa": "analysis.rsa",
 }
+
+# pipeline stages (DVC stages) whose wall time goes to results/runtimes/<stage>.json
+TIMED = {"vsr", "images", "templates", "embed", "probe_replication", "probe_suite", "stats", "rsa"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown stage {stage!r}; choose from: {', '.join(STAGES)}, pipeline", file=sys.stderr)
         return 2
     module = importlib.import_module(STAGES[stage])
-    return int(module.main(rest) or 0)
+    start = time.perf_counter()
+    rc = int(module.main(rest) or 0)
+    if rc == 0 and stage in TIMED:
+        record_runtime(stage, rest, time.perf_counter() - start)
+    return rc
 
 
 if __name__ == "__main__":

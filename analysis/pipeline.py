@@ -9,6 +9,7 @@ import importlib
 import logging
 import time
 
+from analysis.cli import record_runtime
 from analysis.params import load_params, section
 
 log = logging.getLogger("pipeline")
@@ -40,5 +41,6 @@ def main(argv: list[str] | None = None) -> int:
             if rc:
                 log.error("stage %s failed (exit %d)", stage, rc)
                 return rc
+            record_runtime(stage, extra, time.perf_counter() - start)
             log.info("== %s done in %.1fs", stage, time.perf_counter() - start)
     return 0

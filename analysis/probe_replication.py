@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no embeddings for any of {conditions} on {variant}/{split}: "
                          "run the embed stage first")
 
-    out = store.PROBES_DIR / "replication"
+    out = store.REPLICATION_DIR
     per_condition: dict[str, pd.DataFrame] = {}
     for cond in selected:
         X, relations, labels = aligned_inputs(cond, table, variant, split)

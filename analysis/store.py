@@ -26,6 +26,12 @@ IMAGES_DIR = Path("data/images")
 IMAGE_MANIFEST = Path("results/images/manifest.csv")
 EMBED_DIR = Path("results/embeddings")
 PROBES_DIR = Path("results/probes")
+REPLICATION_DIR = PROBES_DIR / "replication"
+SUITE_DIR = PROBES_DIR / "suite"
+OOF_DIR = SUITE_DIR / "oof"  # out-of-fold predictions, one parquet per task
+NULL_PATH = SUITE_DIR / "null.parquet"  # label-permutation null scores (optional)
+STATS_DIR = Path("results/stats")
+RSA_DIR = Path("results/rsa")
 
 # The vector each condition contributes to the replication probe (the original project's choice).
 PRIMARY_VIEW = {

@@ -1,0 +1,184 @@
+"""Benchmark: the batched probe engine vs sklearn LogisticRegression(lbfgs) at matched convergence.
+
+Problem: 7,680 x 768 float32 features (unit-norm rows drawn around 36 relation centroids, then
+standardized), 36 one-vs-rest relation probes x 3 values of C = 108 probes, balanced class
+weights. "Matched convergence": the reference optimum f*_k of each probe is the engine's solution
+at a very tight tolerance (checked not to be beaten by sklearn); each solver is timed at the
+loosest tolerance of a ladder at which every probe is within 1e-6 relative of f*_k (for sklearn
+the loosest such tolerance is chosen per probe, which favours sklearn). Both on 2 CPU threads.
+
+    python bench/bench_probe.py [--probes-per-C 36] [--rows 7680] [--dims 768]
+
+With ``--suite``: times the whole probe_suite stage (params.yaml settings) on the text
+conditions, on the real VSR tables (../shared/vsr; the fixture when absent) with synthetic
+embeddings of the real sizes (sbert 768-d, clip_text 512-d and their random-weight twins, plus
+bag-of-words), in a temporary directory.
+
+    python bench/bench_probe.py --suite [--conditions sbert clip_text] [--layers 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analysis.probe_engine import BatchFit, balanced_weights, fit_batch, objective  # noqa: E402
+
+LADDER = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
+REL_GAP = 1e-6
+SUITE_TARGET_S = 15 * 60
+
+
+def make_data(n: int, d: int, n_rel: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    freq = 1.0 / np.arange(1, n_rel + 1) ** 0.8  # Zipf-like relation frequencies, as VSR's
+    rel = rng.choice(n_rel, size=n, p=freq / freq.sum())
+    centroids = rng.normal(size=(n_rel, d)) * 0.35
+    X = rng.normal(size=(n, d)) + centroids[rel] + rng.normal(size=(1, d)) * 2.0
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    Y = (rel[:, None] == np.arange(n_rel)[None, :]).astype(int)
+    return X, Y
+
+
+DIMS = {"sbert": 768, "clip_text": 512, "sbert_random": 768, "clip_text_random": 512}
+
+
+def suite(args) -> int:
+    """Time run_suite on real-size inputs (text conditions only)."""
+    import logging
+    import tempfile
+
+    import pandas as pd
+    import yaml
+
+    from analysis import store
+    from analysis.io import write_json, write_npy
+    from analysis.probe_suite import run_suite
+    from analysis.vsr import load_meta_categories, normalize, read_split
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    root = Path(__file__).resolve().parents[1]
+    src = root.parent / "shared" / "vsr"
+    if not (src / "random" / "train.jsonl").exists():
+        src = root / "tests" / "fixtures" / "vsr"
+    cfg = yaml.safe_load((root / args.params).read_text())["probe_suite"]
+    cfg["text_conditions"] = args.conditions
+    meta, _ = load_meta_categories()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        vsr_root, emb_root = Path(tmp) / "vsr", Path(tmp) / "emb"
+        for variant in ("random", "zeroshot"):
+            for split in ("train", "test"):
+                path = src / variant / f"{split}.jsonl"
+                table = normalize(read_split(path.read_bytes().splitlines(), meta, file=str(path)),
+                                  variant, split)
+                out = store.table_path(variant, split, vsr_root)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                table.to_parquet(out)
+                rel = pd.factorize(table["relation"])[0]
+                noun = pd.factorize(table["subject"].fillna("") + "|" + table["object"].fillna(""))[0]
+                for cond in args.conditions:
+                    d = DIMS[cond]
+                    R, N = rng.normal(size=(rel.max() + 1, d)), rng.normal(size=(noun.max() + 1, d))
+                    X = 0.4 * R[rel] + N[noun] + rng.normal(size=(len(table), d))
+                    X /= np.linalg.norm(X, axis=1, keepdims=True)
+                    meta_e = {"row_ids": table["row_id"].tolist()}
+                    view = store.PRIMARY_VIEW.get(cond, "mean")
+                    if cond.endswith("_random"):
+                        view = store.PRIMARY_VIEW[cond.removesuffix("_random")]
+                        cfg.setdefault("views", {})[cond] = view
+                    dd = store.save_embeddings(cond, variant, split, {view: X}, meta_e, emb_root)
+                    if args.layers and variant == "random" and split == "train":
+                        L = np.stack([X + rng.normal(size=X.shape) * 0.1 * k for k in range(args.layers)])
+                        write_npy(dd / "layers.npy", L.astype(np.float32))
+                        write_json(dd / "meta.json", {**meta_e, "views": sorted([view, "layers"])})
+        start = time.perf_counter()
+        oof, scores, null, report = run_suite(cfg, emb_root, vsr_root)
+        total = time.perf_counter() - start
+    print(f"probe suite on {args.conditions} + bow ({report['rows']} rows, layers={args.layers}): "
+          f"{total:.0f}s; per part: {report['timings_s']}")
+    print(f"target: under {SUITE_TARGET_S}s on 2 cores: {'met' if total < SUITE_TARGET_S else 'MISSED'}")
+    return 0 if total < SUITE_TARGET_S else 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", action="store_true", help="time the whole probe_suite stage")
+    ap.add_argument("--conditions", nargs="*", default=list(DIMS))
+    ap.add_argument("--layers", type=int, default=0, help="hidden layers per condition (suite)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--rows", type=int, default=7680)
+    ap.add_argument("--dims", type=int, default=768)
+    ap.add_argument("--probes-per-C", type=int, default=36)
+    ap.add_argument("--Cs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.suite:
+        return suite(args)
+
+    X, Y1 = make_data(args.rows, args.dims, args.probes_per_C)
+    Y = np.tile(Y1, (1, len(args.Cs)))
+    C = np.repeat(args.Cs, Y1.shape[1])
+    W = balanced_weights(Y, np.ones(Y.shape, bool))
+    K = Y.shape[1]
+    print(f"{args.rows} x {args.dims} float32, {K} probes (C in {args.Cs}), {args.threads} threads")
+
+    ref = fit_batch(X, Y, C, W, tol=1e-10, max_iter=200, device="cpu", dtype=torch.float64)
+    fstar = ref.objective
+
+    def gap(obj):
+        return (obj - fstar) / np.abs(fstar)
+
+    engine_time = None
+    for tol in LADDER:
+        t0 = time.perf_counter()
+        fit = fit_batch(X, Y, C, W, tol=tol, max_iter=200, device="cpu")
+        dt = time.perf_counter() - t0
+        worst = gap(fit.objective).max()
+        print(f"engine tol={tol:g}: {dt:.2f}s, worst relative gap {worst:.2e}, "
+              f"Newton iters {fit.n_iter.min()}..{fit.n_iter.max()}")
+        if worst <= REL_GAP:
+            engine_time = dt
+            break
+    if engine_time is None:
+        raise SystemExit("engine did not reach the matched convergence on the ladder")
+
+    sk_time = np.full(K, np.nan)
+    sk_best = np.full(K, np.inf)
+    with threadpool_limits(args.threads):
+        for k in range(K):
+            for tol in LADDER:
+                t0 = time.perf_counter()
+                m = LogisticRegression(C=C[k], class_weight="balanced", solver="lbfgs", tol=tol,
+                                       max_iter=100_000).fit(X, Y[:, k])
+                dt = time.perf_counter() - t0
+                fk = objective(BatchFit(m.coef_, m.intercept_, None, None, None, 2), X,
+                               Y[:, [k]], W[:, [k]], C[[k]])[0]
+                sk_best[k] = min(sk_best[k], fk)
+                if (fk - fstar[k]) / abs(fstar[k]) <= REL_GAP:
+                    sk_time[k] = dt
+                    break
+            else:
+                print(f"sklearn probe {k}: never within {REL_GAP:g} on the ladder; counted at the "
+                      f"tightest tolerance")
+                sk_time[k] = dt
+    beaten = gap(sk_best).min()
+    print(f"sklearn lbfgs: {np.nansum(sk_time):.2f}s total; best sklearn objective vs reference: "
+          f"min relative gap {beaten:.2e} (negative would mean the reference is not optimal)")
+    ratio = np.nansum(sk_time) / engine_time
+    print(f"engine {engine_time:.2f}s vs sklearn {np.nansum(sk_time):.2f}s: {ratio:.1f}x faster")
+    return 0 if ratio >= 5 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
