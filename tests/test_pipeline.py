@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import run_tool
+from tests.conftest import REPRO_TARGETS, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +29,11 @@ def test_dvc_repro_produces_every_stage_output(smoke_workspace):
 
 
 def test_second_repro_is_a_no_op(smoke_workspace):
-    status = run_tool(["dvc", "status"], smoke_workspace)
+    status = run_tool(["dvc", "status", *(["--with-deps", *REPRO_TARGETS] if REPRO_TARGETS else [])],
+                      smoke_workspace)
     assert status.returncode == 0, status.stderr
     assert "up to date" in status.stdout, status.stdout
-    again = run_tool(["dvc", "repro"], smoke_workspace)
+    again = run_tool(["dvc", "repro", *REPRO_TARGETS], smoke_workspace)
     assert again.returncode == 0, again.stderr
     assert "Running stage" not in again.stdout, again.stdout
 
