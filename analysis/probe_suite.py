@@ -520,8 +520,11 @@ def run_suite(cfg: dict, embed_root: Path = store.EMBED_DIR, vsr_root: Path = st
 
     t3_text = cfg["t3"].get("text_conditions")  # hypothesis-only T3: these (None: all) and bow
     t3_ok = lambda c: t3_text is None or c in t3_text or c == "bow"  # noqa: E731
+    ctl = cfg["t1"].get("control_conditions")  # control task for these (None: every condition)
+    t1_of = lambda c: t1 if ctl is None or c in ctl else [  # noqa: E731
+        p for p in t1 if not p.task.startswith("T1_control")]
     for c, X in feats.items():
-        for name, probs, Xc, ids in (("T1", t1, X, row_ids), ("T2", t2, X, row_ids),
+        for name, probs, Xc, ids in (("T1", t1_of(c), X, row_ids), ("T2", t2, X, row_ids),
                                      ("T3", t3 if t3_ok(c) else [], X[t3_idx], t3_ids)):
             if not probs:
                 continue
