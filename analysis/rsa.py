@@ -500,22 +500,18 @@ def order_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: dict) -> l
             rows.append({**base, "comparison": cond, "method": "order_distance", "relation": r,
                          **summarize(e[k], b[:, k], level)})
         s = {"order_distance_mean": (e.mean(), b.mean(1))}
-        if syn:
-            S = np.stack([(dist(X, a, "AB", c, "AB") + dist(X, a, "BA", c, "BA")) / 2 for a, c in syn])
-            es, bs = stat(S)
-            for k, (a, c) in enumerate(syn):
-                rows.append({**base, "comparison": cond, "method": "synonym_distance",
-                             "relation": f"{a} ~ {c}", **summarize(es[k], bs[:, k], level)})
-            s["synonym_distance_mean"] = (es.mean(), bs.mean(1))
-            s["order_to_synonym_ratio"] = (e.mean() / es.mean(), b.mean(1) / bs.mean(1))
-        if conv:
-            V = np.stack([(dist(X, a, "AB", c, "BA") + dist(X, a, "BA", c, "AB")) / 2 for a, c in conv])
-            ev, bv = stat(V)
-            for k, (a, c) in enumerate(conv):
-                rows.append({**base, "comparison": cond, "method": "converse_distance",
-                             "relation": f"{a} ~ {c}", **summarize(ev[k], bv[:, k], level)})
-            s["converse_distance_mean"] = (ev.mean(), bv.mean(1))
-            s["order_to_converse_ratio"] = (e.mean() / ev.mean(), b.mean(1) / bv.mean(1))
+        # synonyms compare like orders (AB~AB, BA~BA); converses compare crossed orders
+        for kind, rel_pairs, orders in (("synonym", syn, (("AB", "AB"), ("BA", "BA"))),
+                                        ("converse", conv, (("AB", "BA"), ("BA", "AB")))):
+            if not rel_pairs:
+                continue
+            D = np.stack([sum(dist(X, a, oa, c, oc) for oa, oc in orders) / 2 for a, c in rel_pairs])
+            ed, bd = stat(D)
+            for k, (a, c) in enumerate(rel_pairs):
+                rows.append({**base, "comparison": cond, "method": f"{kind}_distance",
+                             "relation": f"{a} ~ {c}", **summarize(ed[k], bd[:, k], level)})
+            s[f"{kind}_distance_mean"] = (ed.mean(), bd.mean(1))
+            s[f"order_to_{kind}_ratio"] = (e.mean() / ed.mean(), b.mean(1) / bd.mean(1))
         for name, (est, bb) in s.items():
             null = 1.0 if name.endswith("ratio") else 0.0
             rows.append({**base, "comparison": cond, "method": name, "relation": None,

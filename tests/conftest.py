@@ -7,6 +7,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_fixture_split(variant: str = "random", split: str = "train"):
+    """Normalize the fixture's VSR split and write it where ``store.load_split`` finds it
+    (relative to the working directory); returns the table."""
+    from analysis import store
+    from analysis.vsr import load_meta_categories, normalize, read_split
+
+    src = ROOT / "tests" / "fixtures" / "vsr" / variant / f"{split}.jsonl"
+    with src.open("rb") as fh:
+        table = normalize(read_split(fh, load_meta_categories()[0], file=str(src)), variant, split)
+    path = store.table_path(variant, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path)
+    return table
 FIXTURES = ROOT / "tests" / "fixtures"
 SHARED_VSR = ROOT.parent / "shared" / "vsr"
 

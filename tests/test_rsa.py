@@ -16,7 +16,8 @@ from scipy.stats import ortho_group
 from analysis import geometry as geo
 from analysis import rsa, store, templates
 from analysis.io import write_json, write_npy
-from analysis.vsr import load_meta_categories, normalize, read_split
+from analysis.vsr import load_meta_categories
+from tests.conftest import write_fixture_split
 
 ROOT = Path(__file__).resolve().parents[1]
 META, _ = load_meta_categories()
@@ -72,12 +73,7 @@ def stage(tmp_path_factory):
     os.chdir(tmp)
     try:
         cfg = _cfg()
-        src = ROOT / "tests/fixtures/vsr/random/train.jsonl"
-        with src.open("rb") as fh:
-            vsr_table = normalize(read_split(fh, META, file=str(src)), "random", "train")
-        path = store.table_path("random", "train")
-        path.parent.mkdir(parents=True)
-        vsr_table.to_parquet(path)
+        vsr_table = write_fixture_split("random", "train")
         rels = sorted(set(vsr_table["relation"].value_counts().loc[lambda s: s >= 12].index))
         tmpl = templates.generate(templates.noun_pairs(["person", "cat", "dog", "bed"]), rels, META)
         tpath = store.table_path("templates", "all")

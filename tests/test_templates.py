@@ -11,6 +11,7 @@ import yaml
 
 from analysis import store, templates
 from analysis.vsr import load_meta_categories
+from tests.conftest import write_fixture_split
 
 ROOT = Path(__file__).resolve().parents[1]
 META, _ = load_meta_categories()
@@ -70,14 +71,8 @@ def test_bad_settings_are_clear_errors():
 
 def test_stage_on_fixture(tmp_path, monkeypatch):
     """End to end: relations with >= min_count rows in the fixture's random/train table."""
-    from analysis.vsr import normalize, read_split
     monkeypatch.chdir(tmp_path)
-    src = ROOT / "tests/fixtures/vsr/random/train.jsonl"
-    with src.open("rb") as fh:
-        table = normalize(read_split(fh, META, file=str(src)), "random", "train")
-    path = store.table_path("random", "train")
-    path.parent.mkdir(parents=True)
-    table.to_parquet(path)
+    table = write_fixture_split("random", "train")
     params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     assert templates.main(["--params", "p.yaml"]) == 0
