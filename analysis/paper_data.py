@@ -357,7 +357,11 @@ def stage_params(stage: str) -> dict[str, Any]:
 
 
 def absent(rel: str, what: str) -> Txt:
-    """The sentence a section shows instead of numbers when an optional output is missing."""
+    """The sentence a section shows instead of numbers when an optional output is missing, or
+    present without the rows the section needs (a condition it compares was not run)."""
+    if optional(rel) is not None:
+        return Txt(f"{what} is not reported: `{rel}` has no rows for it in this build (a "
+                   f"condition it needs was not run).")
     return Txt(f"{what} is not reported: `{rel}` is absent from this build (stage "
                f"`{producer(rel)}` has not run).")
 

@@ -272,3 +272,15 @@ def test_md_table_rounds_and_escapes():
 def test_adjacent_inline_expressions_are_caught():
     assert paper_check.ADJACENT.search("x `{python} a``{python} b` y")
     assert not paper_check.ADJACENT.search("x `{python} a` `{python} b` y\n```{python}\n")
+
+
+def test_absent_says_whether_the_output_is_missing_or_lacks_rows(tmp_path, monkeypatch):
+    from analysis import paper_data as P
+
+    monkeypatch.setenv(P.ROOT_ENV, str(tmp_path))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    assert "is absent from this build" in str(P.absent("results/stats/asymmetry.csv", "The contrast"))
+    (tmp_path / "results/stats").mkdir(parents=True)
+    (tmp_path / "results/stats/asymmetry.csv").write_text("task,estimate\n")
+    text = str(P.absent("results/stats/asymmetry.csv", "The contrast"))
+    assert "has no rows for it" in text and "absent" not in text
