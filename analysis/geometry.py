@@ -18,6 +18,8 @@ import numpy as np
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
+from analysis.stats import bootstrap_counts as stratified_cluster_counts
+
 # ----------------------------------------------------------------------------- RDMs
 
 
@@ -166,26 +168,20 @@ def bootstrap_counts(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     stimulus of a group drawn k times gets count k. Use one matrix for every condition, so all
     conditions see the same resampled stimuli."""
     _, gidx = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(gidx.max()) + 1
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
-    gcounts = np.zeros((n_boot, n_groups), dtype=np.int32)
-    np.add.at(gcounts, (np.arange(n_boot)[:, None], draws), 1)
-    return gcounts[:, gidx]
+    one_stratum = np.zeros(int(gidx.max()) + 1, dtype=np.int64)
+    return _cluster_counts(one_stratum, n_boot, seed)[:, gidx]
 
 
 def stratified_counts(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) counts from resampling items with replacement within each stratum (so every
     stratum, e.g. every relation, keeps its size in every resample)."""
-    strata = np.asarray(strata)
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((n_boot, len(strata)), dtype=np.int32)
-    rows = np.arange(n_boot)[:, None]
-    for s in np.unique(strata):
-        idx = np.flatnonzero(strata == s)
-        draws = idx[rng.integers(0, len(idx), size=(n_boot, len(idx)))]
-        np.add.at(counts, (rows, draws), 1)
-    return counts
+    _, codes = np.unique(np.asarray(strata), return_inverse=True)
+    return _cluster_counts(codes.astype(np.int64), n_boot, seed)
+
+
+def _cluster_counts(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """The stats module's stratified cluster bootstrap, as int32 counts."""
+    return stratified_cluster_counts(strata, n_boot, np.random.default_rng(seed)).astype(np.int32)
 
 
 def percentile_ci(boot: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -431,11 +431,6 @@ def _layer_settings(cfg: dict) -> tuple[dict, dict]:
     return {**cfg, "cv": cv, "C_grid": lay.get("C_grid") or cfg["C_grid"]}, cv
 
 
-def _has_view(condition: str, variant: str, split: str, view: str, root: Path) -> bool:
-    meta = store.embedding_dir(condition, variant, split, root) / "meta.json"
-    return meta.exists() and view in store.load_embeddings(condition, variant, split,
-                                                           root=root).meta.get("views", [])
-
 
 def _holdout_features(cfg, text, pairs, variant, tabs, root):
     """name -> [(features tuple, covered) for train, test]; text conditions give (X,), pairs
@@ -572,7 +567,7 @@ def run_suite(cfg: dict, embed_root: Path = store.EMBED_DIR, vsr_root: Path = st
     lay = cfg["layers"]
     lay_cfg, lay_cv = _layer_settings(cfg)
     lay_conds = [c for c in text if c in lay.get("conditions", text)]
-    lay_text = [c for c in lay_conds if _has_view(c, variant, split, "layers", embed_root)]
+    lay_text = [c for c in lay_conds if store.has_view(c, variant, split, "layers", embed_root)]
     if lay["tasks"] and lay_text:
         probs = [p for p in t1_problems(table, cfg["t1"], lay_cv,
                                         ovr="derived" if cfg["t1"]["ovr"] == "derived" else False)
@@ -589,7 +584,7 @@ def run_suite(cfg: dict, embed_root: Path = store.EMBED_DIR, vsr_root: Path = st
     # T3 layer-wise with images: each hidden layer of the image tower (CLS) beside the
     # caption's final text embedding, [image layer; text], on the T3 rows and folds
     lay_pairs = [p for p in pairs if "T3" in lay["tasks"] and p["image"] in lay.get("conditions", [p["image"]])
-                 and _has_view(p["image"], variant, split, "layers", embed_root)]
+                 and store.has_view(p["image"], variant, split, "layers", embed_root)]
     if lay_pairs:
         t3_lay = t3_problems(t3_table, cfg["t3"], lay_cv)
         for p in lay_pairs:

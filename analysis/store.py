@@ -152,6 +152,12 @@ def load_embeddings(
     return Embeddings(X=X, row_ids=np.asarray(meta["row_ids"]), meta=meta)
 
 
+def has_view(condition: str, variant: str, split: str, view: str, root: Path = EMBED_DIR) -> bool:
+    """Whether the condition's embeddings on this split include ``view`` (reads the sidecar only)."""
+    meta_path = embedding_dir(condition, variant, split, root) / "meta.json"
+    return meta_path.exists() and view in read_json(meta_path).get("views", [])
+
+
 def available_conditions(variant: str, split: str, root: Path = EMBED_DIR) -> list[str]:
     """Conditions whose embeddings exist for this split, in a stable order."""
     if not root.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis import store
 from analysis.store import (base_condition, is_image_condition, load_embeddings, parse_split_key,
                             primary_view, save_embeddings)
 
@@ -52,3 +53,11 @@ def test_split_keys():
     assert parse_split_key("templates/all") == ("templates", "all")
     with pytest.raises(ValueError, match="bad split key"):
         parse_split_key("random/validation")
+
+
+def test_has_view_reads_the_sidecar(tmp_path):
+    store.save_embeddings("sbert", "random", "train", {"mean": np.ones((2, 3), np.float32)},
+                          {"row_ids": ["a", "b"]}, tmp_path)
+    assert store.has_view("sbert", "random", "train", "mean", tmp_path)
+    assert not store.has_view("sbert", "random", "train", "layers", tmp_path)
+    assert not store.has_view("clip_text", "random", "train", "mean", tmp_path)
