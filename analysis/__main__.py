@@ -1,5 +1,5 @@
-"""Entry point: ``python -m analysis <stage> [options]``; ``python -m analysis pipeline`` runs
-every stage in dependency order (used by the offline smoke profile)."""
+"""Entry point: ``python -m analysis <stage> [options]`` runs one stage or command of the
+registry (`analysis/stages.py`); ``python -m analysis --help`` lists them."""
 
 from __future__ import annotations
 
@@ -7,45 +7,33 @@ import importlib
 import sys
 import time
 
-from analysis.cli import record_runtime, setup_logging
+from analysis import stages
+from analysis.common.cli import record_runtime, run_main, setup_logging
 
-# stage name -> module; order is the pipeline's dependency order
-STAGES = {
-    "vsr": "analysis.vsr",
-    "images": "analysis.images",
-    "templates": "analysis.templates",
-    "embed": "analysis.embed",
-    "probe_replication": "analysis.probe_replication",
-    "probe_suite": "analysis.probe_suite",
-    "paper_check": "analysis.paper_check",
-    "verify": "analysis.verify",
-    "stats": "analysis.stats_stage",
-    "rsa": "analysis.rsa",
-}
 
-# pipeline stages (DVC stages) whose wall time goes to results/runtimes/<stage>.json
-TIMED = {"vsr", "images", "templates", "embed", "probe_replication", "probe_suite", "stats", "rsa"}
+def usage() -> str:
+    width = max(len(s.name) for s in stages.STAGES)
+    lines = [__doc__.strip(), "", "stages and commands:"]
+    lines += [f"  {s.name.ljust(width)}  {s.summary}" for s in stages.STAGES]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
-        print(__doc__)
-        print("stages:", ", ".join(STAGES), "| pipeline")
+        print(usage())
         return 0 if argv else 2
-    setup_logging()
-    stage, rest = argv[0], argv[1:]
-    if stage == "pipeline":
-        from analysis.pipeline import main as run_pipeline
-        return run_pipeline(rest)
-    if stage not in STAGES:
-        print(f"unknown stage {stage!r}; choose from: {', '.join(STAGES)}, pipeline", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    if name not in stages.BY_NAME:
+        print(f"unknown stage {name!r}; choose from: {', '.join(stages.BY_NAME)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(STAGES[stage])
+    setup_logging()
+    stage = stages.BY_NAME[name]
+    module = importlib.import_module(stage.module)
     start = time.perf_counter()
-    rc = int(module.main(rest) or 0)
-    if rc == 0 and stage in TIMED:
-        record_runtime(stage, rest, time.perf_counter() - start)
+    rc = run_main(name, module.main, rest)
+    if rc == 0 and stage.timed:
+        record_runtime(name, rest, time.perf_counter() - start)
     return rc
 
 

@@ -26,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from analysis.encoders import ModelSource, SbertEncoder  # noqa: E402
+from analysis.embed.encoders import ModelSource, SbertEncoder  # noqa: E402
 
 
 def tiny_models_module():

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from analysis.encoders import ClipEncoder, ModelSource, SbertEncoder, half_precision_ok  # noqa: E402
+from analysis.embed.encoders import ClipEncoder, ModelSource, SbertEncoder, half_precision_ok  # noqa: E402
 from bench_embed import load_captions, tiny_models_module  # noqa: E402
 
 

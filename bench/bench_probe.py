@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis.probe_engine import BatchFit, balanced_weights, fit_batch, objective  # noqa: E402
+from analysis.probes.engine import BatchFit, balanced_weights, fit_batch, objective  # noqa: E402
 
 LADDER = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
 REL_GAP = 1e-6
@@ -60,10 +60,13 @@ def suite(args) -> int:
     import pandas as pd
     import yaml
 
-    from analysis import store
-    from analysis.io import write_json, write_npy
-    from analysis.probe_suite import run_suite
-    from analysis.vsr import load_meta_categories, normalize, read_split
+    from analysis.common import store
+    from analysis.common.io import write_json, write_npy
+    from analysis.common.params import validate
+    from analysis.probes.probe_suite import SuiteData, run_suite
+    from analysis.probes.settings import SuiteSettings
+    from analysis.data.relations import load_meta_categories
+    from analysis.data.vsr_format import normalize, read_split
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     root = Path(__file__).resolve().parents[1]
@@ -102,7 +105,8 @@ def suite(args) -> int:
                         write_npy(dd / "layers.npy", L.astype(np.float32))
                         write_json(dd / "meta.json", {**meta_e, "views": sorted([view, "layers"])})
         start = time.perf_counter()
-        oof, scores, null, report = run_suite(cfg, emb_root, vsr_root)
+        settings = validate(SuiteSettings, cfg, "probe_suite", args.params)
+        oof, scores, null, report = run_suite(settings, SuiteData(emb_root, vsr_root))
         total = time.perf_counter() - start
     print(f"probe suite on {args.conditions} + bow ({report['rows']} rows, layers={args.layers}): "
           f"{total:.0f}s; per part: {report['timings_s']}")

@@ -27,7 +27,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis import geometry as geo  # noqa: E402
+from analysis.geometry import cka  # noqa: E402
+from analysis.geometry import rdm as geo  # noqa: E402
 
 
 def make_data(n: int, seed: int = 0):
@@ -92,7 +93,7 @@ def main() -> int:
             tboot = geo.bootstrap_tau_a(vals, tau_pairs, i, j, counts, n_jobs=args.threads,
                                         progress=True, max_bins=args.tau_bins)[:, 0]
         with timer("bootstrap_cka"):
-            cboot = geo.bootstrap_cka([geo.centered_gram(X), geo.centered_gram(Y)], counts)
+            cboot = cka.bootstrap_cka([cka.centered_gram(X), cka.centered_gram(Y)], counts)
 
         lo, hi = geo.percentile_ci(boot[:, 0, 1] + rho_full - rho_sub)
         res = {"items": n, "pairs": n * (n - 1) // 2, "boot": args.boot, "threads": args.threads,

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_fixture_split(variant: str = "random", split: str = "train"):
     """Normalize the fixture's VSR split and write it where ``store.load_split`` finds it
     (relative to the working directory); returns the table."""
-    from analysis import store
-    from analysis.vsr import load_meta_categories, normalize, read_split
+    from analysis.common import store
+    from analysis.data.relations import load_meta_categories
+    from analysis.data.vsr_format import normalize, read_split
 
     src = ROOT / "tests" / "fixtures" / "vsr" / variant / f"{split}.jsonl"
     with src.open("rb") as fh:

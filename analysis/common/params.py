@@ -1,0 +1,167 @@
+"""Settings: every stage reads its own section of a params file (DVC convention: ``params.yaml``)
+into one frozen, documented settings class built on `Settings`. An unknown key, a missing
+required key or a value of the wrong type is a `SettingsError` naming the file, the section
+and the key, with the nearest valid key suggested.
+
+Validation is pydantic's (``extra="forbid"``); this module only turns its errors into messages
+that name the params file and suggest a key (`difflib`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from analysis.common.errors import UserError
+
+DEFAULT_PARAMS = Path("params.yaml")
+CONDITION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+S = TypeVar("S", bound="Settings")
+
+
+class SettingsError(UserError):
+    """A setting is unknown, missing or invalid; the message names file, section and key."""
+
+
+class Settings(BaseModel):
+    """Base of every stage's settings: immutable, unknown keys rejected, each field documented
+    by the docstring under it (shown by ``Model.model_fields[name].description``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              arbitrary_types_allowed=False)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The whole params file as a mapping (each stage then takes its own section)."""
+    path = Path(path)
+    if not path.exists():
+        raise SettingsError(f"params file not found: {path}")
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def section(params: dict[str, Any], key: str, path: str | Path = DEFAULT_PARAMS) -> Any:
+    """``params[key]`` (dotted keys allowed), or a `SettingsError` naming file and key with the
+    nearest existing key suggested."""
+    node: Any = params
+    done: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(done) or "the top level"
+            hint = _suggest(part, node.keys() if isinstance(node, dict) else [])
+            raise SettingsError(f"{path}: missing setting '{key}' (no '{part}' in {where}){hint}")
+        node = node[part]
+        done.append(part)
+    return node
+
+
+def stage_settings(model: type[S], params: dict[str, Any], name: str,
+                   path: str | Path = DEFAULT_PARAMS) -> S:
+    """Build ``model`` from section ``name`` of ``params`` (read from ``path``)."""
+    return validate(model, section(params, name, path), name, path)
+
+
+def validate(model: type[S], data: Any, name: str, path: str | Path = DEFAULT_PARAMS) -> S:
+    """``model`` from a mapping; every validation error becomes one line of a `SettingsError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: section '{name}' must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(model, err, name, path) for err in exc.errors()]
+        raise SettingsError("\n".join(dict.fromkeys(lines))) from None
+
+
+def conditions(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) -> tuple[str, ...]:
+    """The top-level ``conditions`` list, checked: names of embedding conditions, no repeats."""
+    value = section(params, "conditions", path)
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise SettingsError(f"{path}: 'conditions' must be a list of condition names, got {value!r}")
+    bad = [c for c in value if not CONDITION_NAME.match(c)]
+    if bad:
+        raise SettingsError(f"{path}: conditions: invalid names {bad} (lower-case letters, digits, _)")
+    dup = sorted({c for c in value if value.count(c) > 1})
+    if dup:
+        raise SettingsError(f"{path}: conditions: listed more than once: {dup}")
+    return tuple(value)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _suggest(key: str, valid: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The settings classes an annotation can hold (through Optional, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """``loc`` without pydantic's union-member tags, and the settings class owning its last
+    element (None where that element is a list index or mapping key)."""
+    clean: list = []
+    current: type[BaseModel] | None = model
+    pending: type[BaseModel] | None = None  # model of a list/dict field, for its elements
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if current is not None:
+            if str(part) in current.model_fields:
+                clean.append(part)
+                if last:
+                    return tuple(clean), current
+                annotation = current.model_fields[str(part)].annotation
+                found = _models_in(annotation)
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    current, pending = annotation, None
+                elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+                    direct = [m for m in found if m in typing.get_args(annotation)]  # Model | None
+                    current = direct[0] if direct else None
+                    pending = None if direct else (found[0] if found else None)
+                else:  # a container (list, tuple, dict) of settings classes: next is an index/key
+                    current, pending = None, (found[0] if found else None)
+                continue
+            if last:  # an unknown key of this model
+                clean.append(part)
+                return tuple(clean), current
+            continue  # a union tag pydantic inserted: not part of the user's key
+        clean.append(part)  # a list index or mapping key; its element may be a settings class
+        if pending is not None:
+            current, pending = pending, None
+    return tuple(clean), current
+
+
+def _describe(model: type[BaseModel], err: dict, name: str, path: str | Path) -> str:
+    loc, owner = _walk(model, tuple(err["loc"]))
+    dotted = ".".join([name, *map(str, loc)])
+    parent = ".".join([name, *map(str, loc[:-1])])
+    if err["type"] == "extra_forbidden":
+        hint = _suggest(loc[-1], owner.model_fields) if owner else ""
+        return f"{path}: unknown setting '{loc[-1]}' in section '{parent}'{hint}"
+    if err["type"] == "missing":
+        doc = ""
+        if owner is not None and str(loc[-1]) in owner.model_fields:
+            desc = owner.model_fields[str(loc[-1])].description
+            doc = f" ({desc.splitlines()[0]})" if desc else ""
+        return f"{path}: missing required setting '{dotted}'{doc}"
+    return f"{path}: setting '{dotted}': {err['msg']} (got {err.get('input')!r})"

@@ -1,0 +1,198 @@
+"""Stage `vsr`: fetch the VSR splits, verify their sha256, validate every row, parse subject and
+object from each caption, attach the VSR meta-category, and write one normalized table per split
+(row rules: `analysis/data/vsr_format.py`; meta-categories: `analysis/data/relations.py`).
+
+Sources (params `data`): the folder `data.mirror` ({variant}/{split}.jsonl) when set; otherwise
+the upstream GitHub repository at a pinned commit (raw file URLs) or the Hugging Face hub datasets
+(`data.hf.datasets`, at `data.hf.revision`: one revision, or one per variant). The meta-category
+decisions are recorded in ``results/vsr/report.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from analysis.common import store
+from analysis.common.cli import stage_parser
+from analysis.common.io import atomic_path, sha256_file, write_json, write_parquet
+from analysis.common.params import Settings, load_params, stage_settings
+from analysis.data.relations import load_meta_categories
+from analysis.data.vsr_format import ChecksumError, VSRDataError, normalize, read_split, split_summary
+
+log = logging.getLogger("vsr")
+
+GITHUB_RAW = "https://raw.githubusercontent.com/{repo}/{commit}/data/splits/{variant}/{split}.jsonl"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class GithubPin(Settings):
+    repo: str
+    """owner/name of the upstream repository"""
+    commit: str
+    """the pinned commit whose data/splits files are fetched"""
+
+
+class HubPin(Settings):
+    datasets: dict[str, str]
+    """variant -> Hugging Face dataset id"""
+    revision: str | dict[str, str] | None = None
+    """one revision for every variant, or one per variant"""
+
+
+class VsrSettings(Settings):
+    """Section `data` of the params file: where the VSR splits come from and their pins."""
+
+    mirror: str | None = None
+    """folder laid out {variant}/{split}.jsonl to copy instead of downloading"""
+    source: Literal["github", "hf"] = "github"
+    """where to download from when no mirror is set"""
+    github: GithubPin | None = None
+    hf: HubPin | None = None
+    variants: tuple[str, ...]
+    """VSR variants to fetch (random, zeroshot)"""
+    splits: tuple[str, ...]
+    """splits of each variant (train, dev, test)"""
+    sha256: dict[str, str]
+    """'<variant>/<split>' -> pinned sha256 of the JSONL file; every split must be pinned"""
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the raw split files come from, read from params `data`."""
+
+    kind: str  # mirror | github | hf
+    mirror: Path | None = None
+    repo: str | None = None
+    commit: str | None = None
+    hf_datasets: dict[str, str] | None = None
+    hf_revision: str | dict[str, str] | None = None
+
+    @classmethod
+    def from_settings(cls, cfg: VsrSettings, params_path: str) -> "Source":
+        if cfg.mirror:
+            return cls("mirror", mirror=Path(cfg.mirror))
+        pin = cfg.github if cfg.source == "github" else cfg.hf
+        if pin is None:
+            raise VSRDataError(f"{params_path}: data.source is {cfg.source!r} but section "
+                               f"'data.{cfg.source}' is not set")
+        if cfg.source == "github":
+            return cls("github", repo=pin.repo, commit=pin.commit)
+        return cls("hf", hf_datasets=dict(pin.datasets), hf_revision=pin.revision)
+
+    def describe(self) -> str:
+        if self.kind == "mirror":
+            return f"mirror:{self.mirror}"
+        if self.kind == "github":
+            return f"github:{self.repo}@{self.commit}"
+        return f"hf:{self.hf_datasets}@{self.hf_revision}"
+
+    def _hf(self, variant: str) -> tuple[str, str | None]:
+        if variant not in self.hf_datasets:
+            raise VSRDataError(f"data.hf.datasets has no dataset for variant '{variant}'")
+        rev = self.hf_revision
+        return self.hf_datasets[variant], rev.get(variant) if isinstance(rev, dict) else rev
+
+    def origin(self, variant: str, split: str) -> str:
+        """Where one split comes from (a path or URL), for messages."""
+        if self.kind == "mirror":
+            return str(self.mirror / variant / f"{split}.jsonl")
+        if self.kind == "github":
+            return GITHUB_RAW.format(repo=self.repo, commit=self.commit, variant=variant,
+                                     split=split)
+        repo, rev = self._hf(variant)
+        return f"hf://datasets/{repo}@{rev}/{split}.jsonl"
+
+    def fetch_to(self, variant: str, split: str, dest: Path) -> None:
+        """Put the split's bytes at ``dest`` (unverified)."""
+        if self.kind == "mirror":
+            src = self.mirror / variant / f"{split}.jsonl"
+            if not src.is_file():
+                raise VSRDataError(f"data.mirror: {src} not found "
+                                   "(layout {variant}/{split}.jsonl)")
+            shutil.copyfile(src, dest)
+        elif self.kind == "github":
+            from analysis.data.download import fetch
+            fetch(self.origin(variant, split), dest)
+        else:
+            from huggingface_hub import hf_hub_download
+            repo, rev = self._hf(variant)
+            cached = hf_hub_download(repo_id=repo, filename=f"{split}.jsonl", repo_type="dataset",
+                                     revision=rev)
+            shutil.copyfile(cached, dest)
+
+
+def verify_sha256(path: Path, expected: str | None, name: str, origin: str) -> str:
+    """The file's sha256; raise `ChecksumError` (file, expected, actual) when it differs."""
+    if not expected:
+        raise VSRDataError(f"{origin}: data.sha256['{name}'] is not set: "
+                           "every split must be pinned")
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise ChecksumError(f"{origin}: sha256 mismatch for {name}: expected {expected}, "
+                            f"got {actual}")
+    return actual
+
+
+def acquire(source: Source, variant: str, split: str, expected: str | None) -> Path:
+    """Verified raw split at `store.raw_split_path`; an already verified copy is reused."""
+    name = store.split_key(variant, split)
+    raw = store.raw_split_path(variant, split)
+    if raw.is_file() and expected and sha256_file(raw) == expected.lower():
+        log.info("%s: verified copy already at %s", name, raw)
+        return raw
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    partial = raw.with_name(raw.name + ".download")  # kept between runs so a download resumes
+    source.fetch_to(variant, split, partial)
+    try:
+        verify_sha256(partial, expected, name, source.origin(variant, split))
+    except ChecksumError:
+        partial.unlink(missing_ok=True)
+        raise
+    with atomic_path(raw) as tmp:
+        shutil.move(partial, tmp)
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("vsr", __doc__.splitlines()[0]).parse_args(argv)
+    cfg = stage_settings(VsrSettings, load_params(args.params), "data", args.params)
+    source = Source.from_settings(cfg, args.params)
+    pins = cfg.sha256
+    meta, decisions = load_meta_categories()
+    keys = [(v, s) for v in cfg.variants for s in cfg.splits]
+    for v, s in keys:  # check names and pins before any download
+        store.parse_split_key(store.split_key(v, s))
+        if not pins.get(store.split_key(v, s)):
+            raise VSRDataError(f"{args.params}: data.sha256['{v}/{s}'] is not set: every split "
+                               "must be pinned")
+
+    splits: dict[str, Any] = {}
+    for variant, split in tqdm(keys, desc="vsr splits", unit="split"):
+        name = store.split_key(variant, split)
+        raw = acquire(source, variant, split, pins.get(name))
+        with raw.open("rb") as fh:
+            rows = read_split(fh, meta, file=source.origin(variant, split))
+        df = normalize(rows, variant, split)
+        write_parquet(store.table_path(variant, split), df)
+        splits[name] = split_summary(df, pins[name].lower())
+        log.info("%s: %d rows, %d unparsed captions", name, len(df), splits[name]["unparsed"])
+
+    total = sum(s["rows"] for s in splits.values())
+    unparsed = sum(s["unparsed"] for s in splits.values())
+    totals = {"rows": total, "unparsed": unparsed, "parse_rate": (total - unparsed) / total}
+    write_json(store.VSR_REPORT, {"source": source.describe(), "meta_category_decisions": decisions,
+                             "totals": totals, "splits": splits})
+    write_json(store.VSR_METRICS, {**totals, "splits": {
+        k: {m: s[m] for m in ("rows", "unparsed", "parse_rate")} for k, s in splits.items()}})
+    return 0

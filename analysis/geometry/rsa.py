@@ -1,0 +1,220 @@
+"""Stage `rsa`: how the encoders organize their spaces, independent of labels.
+
+For each stimulus set (every split of the VSR variant, and the controlled template set) and every
+condition whose embeddings exist: item RDMs compared across conditions (Spearman, tau-a, linear
+CKA) and with item-level models (noun overlap, same relation); relation RDMs of centroids compared
+with hypothesis model RDMs (axis, polarity, VSR meta-category; lexical/noun overlap partialled
+out); the vertical-vs-horizontal separation; argument-order sensitivity (template set); layer x
+layer CKA maps. Every estimate has a bootstrap CI over stimuli (noun pairs resampled as groups; one
+resample shared by all conditions). Tables go to ``results/rsa/``, RDMs for figures to
+``results/rsa/rdms/``. The analyses are `analysis/geometry/comparisons.py`; this module loads
+(`load_stimuli`), runs them (`run`) and writes (`write`, `main`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis.common import store
+from analysis.common.cli import stage_parser
+from analysis.common.io import write_csv, write_json, write_npy
+from analysis.common.params import Settings, conditions as read_conditions, load_params, stage_settings
+from analysis.common.store import PRIMARY_VIEW, TEMPLATES_KEY
+from analysis.data.groups import noun_pair_or_row_groups
+from analysis.data.relations import load_meta_categories
+from analysis.geometry import rdm as geo
+from analysis.geometry.comparisons import (COLUMNS, NOISE_CEILING, NOTES, Stimuli, cka_analysis,
+                                           figure_items, item_analysis, layer_cka, order_analysis,
+                                           relation_analysis)
+
+log = logging.getLogger("rsa")
+
+RSA_DIR = store.RSA_DIR
+
+
+class RsaSettings(Settings):
+    """Section `rsa`."""
+
+    variant: str
+    """VSR captions: each split of this variant separately"""
+    splits: tuple[str, ...]
+    templates: bool = True
+    """also the template set (text conditions only)"""
+    metrics: tuple[str, ...]
+    """item and relation RDM distances (cosine, correlation)"""
+    n_boot: int
+    ci: float
+    seed: int
+    n_jobs: int = 1
+    """threads for the bootstrap (numpy releases the GIL)"""
+    max_pairs: int | None = None
+    """item-RDM pairs sampled for the bootstrap CIs (all when fewer; null: all)"""
+    tau_bins: int
+    """rank bins per continuous RDM in the tau-a bootstrap"""
+    cka_max_items: int
+    """bootstrap CKA holds one n x n float32 Gram matrix per condition"""
+    layer_cka_max_items: int
+    """items (evenly spaced) for the layer x layer CKA maps"""
+    relation_min_count: int
+    """VSR-caption relation centroids need this many captions"""
+    figure_items: int
+    """items (evenly spaced) kept in results/rsa/rdms/*.npy for figures"""
+    spatial: dict[str, tuple[str, str]]
+    """relation -> [axis, polarity]; unlisted relations are axis "other\""""
+    synonyms: tuple[tuple[str, str], ...] = ()
+    """relation pairs read as (near-)synonyms, for the order-sensitivity baseline"""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def load_stimuli(key: str, conditions: list[str], embed_root: Path = store.EMBED_DIR,
+                 vsr_root: Path = store.VSR_DIR) -> tuple[Stimuli | None, dict]:
+    """Table + every available condition's primary view (and ``layers`` where present), on the
+    rows every condition has."""
+    variant, split = store.parse_split_key(key)
+    table = store.load_split(variant, split, vsr_root)
+    embs, layers, missing = {}, {}, []
+    for cond in conditions:
+        try:
+            embs[cond] = store.load_embeddings(cond, variant, split, root=embed_root)
+        except FileNotFoundError:
+            missing.append(cond)
+            continue
+        if store.LAYERS_VIEW in embs[cond].meta.get("views", []):
+            layers[cond] = store.load_embeddings(cond, variant, split, view=store.LAYERS_VIEW,
+                                                 root=embed_root)
+    info: dict[str, Any] = {"missing": missing, "present": list(embs),
+                            "views": {c: PRIMARY_VIEW.get(c) for c in embs}}
+    if missing:
+        log.warning("%s: no embeddings for %s (%s): left out", key, missing,
+                    "text-only set" if key == TEMPLATES_KEY else "not embedded")
+    if len(embs) < 2:
+        log.warning("%s: %d condition(s) with embeddings: nothing to compare", key, len(embs))
+        return None, info
+    aligned = {c: store.in_table_order(e, table, f"embeddings of {c} on {key}")
+               for c, e in embs.items()}
+    keep = np.logical_and.reduce([cov for _, cov in aligned.values()])
+    dropped = {c: int((~cov).sum()) for c, (_, cov) in aligned.items()}
+    sub = table[keep].reset_index(drop=True)
+    X = {c: np.asarray(x, dtype=np.float32)[keep] for c, (x, _) in aligned.items()}
+    info["dropped_rows"] = dropped
+    info["n_stimuli"] = len(sub)
+    if any(dropped.values()):
+        log.warning("%s: rows missing from some condition (e.g. no image) are left out of every "
+                    "comparison: %s; %d shared rows remain", key, dropped, len(sub))
+    lay = {}
+    for c, e in layers.items():
+        L, _ = store.in_table_order(e, table, f"layers of {c} on {key}", layered=True)
+        lay[c] = np.asarray(L, dtype=np.float32)[:, keep]
+    return Stimuli(key=key, table=sub, X=X, layers=lay, groups=noun_pair_or_row_groups(sub)), info
+
+
+def stimulus_keys(cfg: RsaSettings) -> list[str]:
+    return [f"{cfg.variant}/{s}" for s in cfg.splits] + ([TEMPLATES_KEY] if cfg.templates else [])
+
+
+# ----------------------------------------------------------------------------- the analyses
+
+
+@dataclass
+class RsaOutputs:
+    """Every output of the stage: tidy tables (name -> table), the figure RDMs and item lists
+    under rdms/ (file name -> array or table), the summary."""
+
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, np.ndarray | pd.DataFrame] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def analyse(st: Stimuli, cfg: RsaSettings, seed: int, meta: dict[str, str], tables: dict,
+            figures: dict, layer_maps: list, rel_rdms: list, info: dict, progress: bool) -> None:
+    """Every comparison of one stimulus set, appended to the running tables; the figure RDMs
+    (and their item lists) go to ``figures`` (file name under rdms/ -> array or table)."""
+    counts = geo.bootstrap_counts(st.groups, cfg.n_boot, seed)
+    info["n_groups"] = int(len(np.unique(st.groups)))
+    log.info("%s: %d stimuli in %d bootstrap groups, conditions %s", st.key, len(st.table),
+             info["n_groups"], list(st.X))
+    tag = st.key.replace("/", "_")
+    fig = figure_items(st, cfg.figure_items)
+    figures[f"{tag}__items.csv"] = st.table.iloc[fig][["row_id", "relation", "caption"]]
+    # relation centroids of captions: resample within relation (every relation keeps its
+    # rows); the template set resamples noun pairs, as everywhere else
+    rel_counts = counts if "pair_id" in st.table else geo.stratified_counts(
+        st.table["relation"].to_numpy(dtype=str), cfg.n_boot, seed + 7)
+    for metric in cfg.metrics:
+        tables["item_comparisons"] += item_analysis(st, counts, metric, cfg, seed, progress)
+        for cond, X in st.X.items():
+            figures[f"{tag}__{cond}__{metric}.npy"] = geo.square(geo.rdm(X[fig], metric)).astype(np.float32)
+        fits, best, asym, rdm_df = relation_analysis(st, rel_counts, metric, cfg, meta)
+        tables["relation_models"] += fits
+        tables["relation_best"] += best
+        tables["asymmetry"] += asym
+        rel_rdms.append(rdm_df)
+        if "pair_id" in st.table:
+            tables["order_sensitivity"] += order_analysis(st, counts, metric, cfg)
+    tables["item_comparisons"] += cka_analysis(st, counts, cfg)
+    if len(st.layers) >= 1:
+        layer_maps.append(layer_cka(st, cfg.layer_cka_max_items))
+    else:
+        log.info("%s: no 'layers' view: no layer x layer CKA map", st.key)
+
+
+def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
+        meta: dict[str, str], progress: bool = True) -> RsaOutputs:
+    """All tables; ``load(key)`` gives one stimulus set (Stimuli or None, load info), called
+    once per set so only one is in memory at a time."""
+    rows: dict[str, Any] = {"item_comparisons": [], "relation_models": [], "relation_best": [],
+                            "asymmetry": [], "order_sensitivity": []}
+    figures: dict[str, np.ndarray | pd.DataFrame] = {}
+    layer_maps, rel_rdms = [], []
+    summary: dict[str, Any] = {"noise_ceiling": NOISE_CEILING, "stimuli": {}}
+    for s_idx, key in enumerate(stimulus_keys(cfg)):
+        st, info = load(key)
+        summary["stimuli"][key] = info
+        if st is not None:
+            analyse(st, cfg, cfg.seed + 1000 * s_idx, meta, rows, figures, layer_maps, rel_rdms,
+                    info, progress)
+        del st
+    tables: dict[str, pd.DataFrame] = {}
+    for name, r in rows.items():
+        df = pd.DataFrame(r)
+        df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])
+        tables[name] = df.astype({c: "Int64" for c in ("n_stimuli", "n_pairs", "n_boot")})
+    tables["cka_layers"] = (pd.concat(layer_maps, ignore_index=True) if layer_maps else
+                            pd.DataFrame(columns=["stimuli", "condition_a", "layer_a",
+                                                  "condition_b", "layer_b", "cka", "n_stimuli"]))
+    rel = [d for d in rel_rdms if len(d)]
+    figures["relations.csv"] = (pd.concat(rel, ignore_index=True) if rel else
+                                pd.DataFrame(columns=["stimuli", "condition", "metric", "relation_a",
+                                                      "relation_b", "distance", "kind"]))
+    summary["settings"] = {"n_boot": cfg.n_boot, "ci": cfg.ci, "seed": cfg.seed,
+                           "max_pairs": cfg.max_pairs, "tau_bins": cfg.tau_bins,
+                           "metrics": list(cfg.metrics)}
+    summary["notes"] = NOTES
+    return RsaOutputs(tables, figures, summary)
+
+
+def write(out: RsaOutputs, out_dir: Path = RSA_DIR) -> None:
+    (out_dir / "rdms").mkdir(parents=True, exist_ok=True)
+    for name, df in out.tables.items():
+        write_csv(out_dir / f"{name}.csv", df)
+    for name, obj in out.figures.items():
+        (write_npy if name.endswith(".npy") else write_csv)(out_dir / "rdms" / name, obj)
+    write_json(out_dir / "summary.json", out.summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("rsa", __doc__.splitlines()[0]).parse_args(argv)
+    params = load_params(args.params)
+    cfg = stage_settings(RsaSettings, params, "rsa", args.params)
+    conditions = list(read_conditions(params, args.params))
+    meta, _ = load_meta_categories()
+    write(run(cfg, lambda key: load_stimuli(key, conditions), meta))
+    return 0

@@ -1,0 +1,570 @@
+"""Stage `stats`: confidence intervals, paired tests and contrasts from the probe suite's
+out-of-fold predictions (``results/probes/suite/oof/*.parquet``).
+
+For every probe (task, condition, layer, target): macro F1 / AUPRC / accuracy with grouped,
+stratified bootstrap CIs and chance levels; for every pair of conditions: the paired difference
+with a bootstrap CI and a paired permutation p-value, Holm and BH across targets; meta-category
+means; the pre-specified asymmetry contrast (CLIP − SBERT on vertical) − (CLIP − SBERT on
+horizontal); selectivity (task − control task). Missing conditions are reported, never filled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pandas.api.types import union_categoricals
+from tqdm import tqdm
+
+from analysis.inference import resampling as stats
+from analysis.common import store
+from analysis.common.cli import stage_parser
+from analysis.common.io import write_csv, write_json
+from analysis.common.params import Settings, load_params, stage_settings
+
+log = logging.getLogger("stats")
+
+OOF_DIR = store.OOF_DIR
+NULL_PATH = store.NULL_PATH  # optional: label-permutation null scores
+STATS_DIR = store.STATS_DIR
+METRICS_PATH = store.STATS_METRICS
+
+USED_COLUMNS = ["task", "condition", "layer", "target", "repeat", "row_id", "group", "y_true",
+                "y_pred", "score"]  # fold and C are not needed for statistics
+CATEGORICAL = ("task", "condition", "target", "row_id", "group")
+NULL_COLUMNS = ("task", "condition", "layer", "target", "metric", "estimate")
+CONTROL_TOKEN = "_control"  # T1_control, T1_control_ovr: control tasks of T1, T1_ovr
+PRIMARY_LAYER = store.PRIMARY_LAYER
+TIDY = store.TIDY_COLUMNS
+
+ProbeKey = tuple[str, str, int, str]  # task, condition, layer, target
+Metric = Literal["macro_f1", "auprc", "accuracy"]
+
+
+class Sides(Settings):
+    vertical: tuple[str, ...]
+    horizontal: tuple[str, ...]
+
+
+class PartialSides(Settings):
+    vertical: tuple[str, ...] | None = None
+    horizontal: tuple[str, ...] | None = None
+
+
+class AsymmetrySettings(Settings):
+    """The pre-specified contrast (grounded - distributional | vertical) - (... | horizontal)."""
+
+    grounded: str
+    distributional: str
+    tasks: tuple[str, ...]
+    """probe_suite task names the contrast is computed on"""
+    vertical: tuple[str, ...]
+    """targets (relations) on the vertical side"""
+    horizontal: tuple[str, ...]
+    per_task: dict[str, PartialSides] | None = None
+    """task -> its own sides, where its targets are not relations"""
+
+
+class StatsSettings(Settings):
+    """Section `stats`."""
+
+    n_resamples: int
+    """grouped, stratified bootstrap resamples per interval"""
+    n_permutations: int
+    """paired-permutation (and asymmetry) permutations per test"""
+    ci_level: float
+    ci_method: Literal["percentile", "bca"]
+    seed: int
+    metrics: tuple[Metric, ...]
+    """at the primary layer (-1)"""
+    layer_metrics: tuple[Metric, ...]
+    """at the other hidden layers (layer-wise probes)"""
+    contrast_metrics: tuple[Metric, ...]
+    """for comparisons, meta-categories, asymmetry, selectivity"""
+    contrast_layers: Literal["primary", "all"]
+    pairs: Literal["all"] | tuple[tuple[str, str], ...]
+    """[a, b]: a - b on identical rows/folds ("all": every pair present)"""
+    condition_order: tuple[str, ...]
+    asymmetry: AsymmetrySettings
+
+    @property
+    def level(self) -> float:
+        return self.ci_level
+
+    @property
+    def grounded(self) -> str:
+        return self.asymmetry.grounded
+
+    @property
+    def distributional(self) -> str:
+        return self.asymmetry.distributional
+
+    @property
+    def asymmetry_tasks(self) -> tuple[str, ...]:
+        return self.asymmetry.tasks
+
+    @property
+    def sides(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        a = self.asymmetry
+        out = {"default": {"vertical": a.vertical, "horizontal": a.horizontal}}
+        for task, override in (a.per_task or {}).items():
+            out[task] = {k: getattr(override, k) or out["default"][k] for k in ("vertical", "horizontal")}
+        return out
+
+    def seed_for(self, *key: Any) -> list[int]:
+        """A seed that depends on the item, not on the order items are processed in. Bootstrap
+        seeds name the rows (task, target), so every condition, layer and metric on those rows
+        shares one set of resamples (differences between them stay paired)."""
+        return [self.seed, zlib.crc32("|".join(map(str, key)).encode())]
+
+    def metrics_for(self, layer: int, contrast: bool = False) -> tuple[str, ...]:
+        """Scores: `metrics` at the primary layer, `layer_metrics` elsewhere; comparisons and
+        contrasts: `contrast_metrics`, further limited to `layer_metrics` off the primary layer."""
+        base = self.metrics if layer == PRIMARY_LAYER else self.layer_metrics
+        return tuple(m for m in self.contrast_metrics if m in base) if contrast else base
+
+    def contrast_layer(self, layer: int) -> bool:
+        return self.contrast_layers == "all" or layer == PRIMARY_LAYER
+
+
+# ---------------------------------------------------------------------------------------------
+# reading OOF predictions
+
+
+def oof_files(oof_dir: Path = OOF_DIR) -> list[Path]:
+    files = sorted(Path(oof_dir).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no OOF predictions in {oof_dir}: run the 'probe_suite' stage first "
+                                f"(dvc repro probe_suite)")
+    return files
+
+
+def bundles(files: list[Path]) -> list[list[Path]]:
+    """Files analysed together: a task with its control tasks (oof/T1_ovr + oof/T1_control_ovr),
+    so memory holds one task family at a time."""
+    by_base: dict[str, list[Path]] = {}
+    for path in files:
+        by_base.setdefault(base_task(path.stem) or path.stem, []).append(path)
+    return [by_base[k] for k in sorted(by_base)]
+
+
+def read_oof(paths: Path | list[Path]) -> pd.DataFrame:
+    """OOF files (a directory: all of them), checked against the contract in ARCHITECTURE.md.
+    Only the columns statistics need are loaded, strings as categoricals sharing one coding
+    across the files (layer-wise OOF tables run to millions of rows)."""
+    if not isinstance(paths, list):
+        paths = oof_files(paths) if Path(paths).is_dir() or not Path(paths).exists() else [Path(paths)]
+    frames = []
+    for path in paths:
+        try:
+            names = pq.read_schema(path).names
+            missing = [c for c in store.OOF_COLUMNS if c not in names]
+            if missing:
+                raise ValueError(f"{path}: missing columns {missing} (expected {list(store.OOF_COLUMNS)})")
+            table = pq.read_table(path, columns=USED_COLUMNS,
+                                  read_dictionary=[c for c in CATEGORICAL if c in names])
+            df = table.to_pandas(strings_to_categorical=True, self_destruct=True)
+            del table
+        except (OSError, pa.ArrowException) as exc:
+            raise ValueError(f"{path}: not a readable parquet file ({exc})") from exc
+        for col in ("y_true", "y_pred", "row_id", "group", "repeat", "layer"):
+            bad = df[col].isna().to_numpy()
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{path}: {bad.sum()} rows with missing {col}, first at row {i} "
+                                 f"(row_id {df['row_id'].iloc[i]})")
+        for col in CATEGORICAL:
+            if not isinstance(df[col].dtype, pd.CategoricalDtype):
+                df[col] = df[col].astype(str).astype("category")
+        frames.append(df.astype({"layer": np.int32, "repeat": np.int32, "y_true": np.int32,
+                                 "y_pred": np.int32, "score": np.float64}))
+    if len(frames) > 1:
+        cats = {c: union_categoricals([f[c] for f in frames]).categories for c in CATEGORICAL}
+        frames = [f.assign(**{c: pd.Categorical(f[c], categories=cats[c]) for c in CATEGORICAL})
+                  for f in frames]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def to_predictions(df: pd.DataFrame, key: ProbeKey) -> stats.Predictions:
+    """One probe's OOF rows as items sorted by (repeat, row). A repeat is an outer-CV seed
+    (every row once) or, in T2, a held-out-word assignment (its own test rows). Rows and
+    groups are carried as their categorical codes (one coding per `read_oof` call)."""
+    rows = df["row_id"].cat.codes.to_numpy(np.int64)
+    repeat = df["repeat"].to_numpy(np.int64)
+    order = np.lexsort((rows, repeat))
+    rows, repeat = rows[order], repeat[order]
+    dup = np.flatnonzero((np.diff(rows) == 0) & (np.diff(repeat) == 0))
+    if len(dup):
+        raise ValueError(f"probe {key}: row_id {df['row_id'].iloc[order[dup[0]]]} appears twice in "
+                         f"repeat {repeat[dup[0]]}")
+    y_true = df["y_true"].to_numpy(np.int32)[order]
+    groups = df["group"].cat.codes.to_numpy(np.int32)[order]
+    by_row = np.argsort(rows, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(rows[by_row]) != 0])
+    for values, what in ((y_true, "y_true"), (groups, "group")):
+        v = values[by_row]
+        varies = np.minimum.reduceat(v, starts) != np.maximum.reduceat(v, starts)
+        if varies.any() and what == "y_true":
+            row = df["row_id"].iloc[order[by_row[starts[np.flatnonzero(varies)[0]]]]]
+            raise ValueError(f"probe {key}: y_true of row {row} differs between repeats")
+        if varies.any():  # a row in different groups across repeats: link them
+            groups = stats.merge_groups(groups, rows).astype(np.int32)
+    return stats.Predictions(y_true, df["y_pred"].to_numpy(np.int32)[order], df["score"].to_numpy(np.float64)[order],
+                             groups, repeat.astype(np.int32), rows.astype(np.int32))
+
+
+def item_keys(pred: stats.Predictions) -> np.ndarray:
+    """One int64 per (repeat, row) item (rows are categorical codes, < 2**32)."""
+    return pred.repeat.astype(np.int64) * (1 << 32) + pred.rows.astype(np.int64)
+
+
+def relation_table(row_ids: Iterable[str], vsr_root: Path = store.VSR_DIR) -> tuple[pd.DataFrame, list[str]]:
+    """relation and meta_category for the OOF rows, from the VSR tables their row ids name;
+    returns the table and the split keys that could not be loaded (reported)."""
+    ids = pd.Series(pd.unique(pd.Series(list(row_ids), dtype=str)))
+    keys = ids.str.rsplit("/", n=1).str[0].unique()
+    frames, missing = [], []
+    for key in keys:
+        try:
+            variant, split = store.parse_split_key(key)
+            frames.append(store.load_split(variant, split, vsr_root)[["row_id", "relation", "meta_category"]])
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            missing.append(f"{key}: {exc}")
+    table = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame(columns=["row_id", "relation", "meta_category"]))
+    return table, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# the analyses: each returns tidy rows
+
+
+def null_scores(null: pd.DataFrame | None) -> dict[tuple, np.ndarray]:
+    """(task, condition, layer, target, metric) -> the probe_suite's permuted-label scores."""
+    if null is None or null.empty:
+        return {}
+    keys = ["task", "condition", "layer", "target", "metric"]
+    return {(str(t), str(c), int(layer), str(g), str(m)): df["estimate"].to_numpy(float)
+            for (t, c, layer, g, m), df in null.groupby(keys, observed=True)}
+
+
+def score_rows(probes: dict[ProbeKey, stats.Predictions], cfg: StatsSettings,
+               null: dict[tuple, np.ndarray]) -> pd.DataFrame:
+    rows = []
+    order = sorted(probes, key=lambda k: (k[0], k[2], k[3], k[1]))  # conditions of a target together
+    for key in tqdm(order, desc="stats: scores", unit="probe"):
+        pred = probes[key]
+        task, cond, layer, target = key
+        for metric in cfg.metrics_for(layer):
+            if metric == "auprc" and not stats.is_binary(pred):
+                continue  # multiclass: the OOF score is P(true class), no precision–recall curve
+            est = stats.bootstrap_ci(pred, metric, cfg.n_resamples, cfg.seed_for(task, target),
+                                     cfg.level, cfg.ci_method)
+            sel = null.get((*key, metric), np.empty(0))
+            p = float("nan")
+            if len(sel):  # the suite's null is the first repeat's score: test that same statistic
+                p = stats.null_pvalue(stats.metric_point(metric, pred.take(pred.by_repeat()[0])), sel)
+            rows.append({"task": task, "condition": cond, "layer": layer, "target": target,
+                         **est.as_row(), "p_value": p, "n_null": len(sel),
+                         "n_repeats": pred.n_repeats, **stats.chance_levels(metric, pred.y_true)})
+    return _adjust(pd.DataFrame(rows), ["task", "condition", "layer", "metric"])
+
+
+def order_pair(a: str, b: str, order: tuple[str, ...]) -> tuple[str, str]:
+    """(first, second) in the study's order (grounded before distributional), unknown last."""
+    rank = {c: i for i, c in enumerate(order)}
+    return tuple(sorted((a, b), key=lambda c: (rank.get(c, len(rank)), c)))  # type: ignore[return-value]
+
+
+def condition_pairs(conditions: Iterable[str], cfg: StatsSettings) -> list[tuple[str, str]]:
+    present = sorted(set(conditions))
+    if cfg.pairs == "all":
+        return [order_pair(a, b, cfg.condition_order) for a, b in itertools.combinations(present, 2)]
+    return [tuple(p) for p in cfg.pairs]  # type: ignore[misc]
+
+
+def paired(preds: dict[ProbeKey, stats.Predictions], ka: ProbeKey, kb: ProbeKey,
+           ) -> tuple[stats.Predictions, stats.Predictions, int]:
+    """Two probes on their common (repeat, row) items, and how many items only one has."""
+    a, b = preds[ka], preds[kb]
+    _, ia, ib = np.intersect1d(item_keys(a), item_keys(b), assume_unique=True, return_indices=True)
+    return a.take(ia), b.take(ib), a.n_items + b.n_items - 2 * len(ia)
+
+
+def base_task(task: str) -> str | None:
+    """The task a control task controls for ('T1_control_ovr' -> 'T1_ovr'); None otherwise."""
+    return task.replace(CONTROL_TOKEN, "", 1) if CONTROL_TOKEN in task else None
+
+
+def comparison_rows(preds, cfg: StatsSettings, missing: list[str]) -> pd.DataFrame:
+    rows = []
+    by_cell: dict[tuple[str, int, str], set[str]] = {}
+    for task, cond, layer, target in preds:
+        if base_task(task) is None and cfg.contrast_layer(layer):
+            by_cell.setdefault((task, layer, target), set()).add(cond)
+    jobs, absent = [], {}
+    for (task, layer, target), conds in by_cell.items():
+        for a, b in condition_pairs(conds, cfg):
+            if (a in conds) != (b in conds):
+                absent.setdefault((task, a, b, a if a not in conds else b), []).append(f"{target}@{layer}")
+            if a in conds and b in conds:
+                jobs.append((task, layer, target, a, b))
+    missing += [f"comparison {a} - {b} on {task}: {c} has no predictions for {len(cells)} target/layer "
+                f"cells (e.g. {cells[0]})" for (task, a, b, c), cells in sorted(absent.items())]
+    for task, layer, target, a, b in tqdm(jobs, desc="stats: comparisons", unit="pair"):
+        pa, pb, unpaired = paired(preds, (task, a, layer, target), (task, b, layer, target))
+        if pa.n_items == 0 or not np.array_equal(pa.y_true, pb.y_true):
+            missing.append(f"comparison {a} vs {b}: {task} layer {layer} target {target}: "
+                           f"no common rows with identical labels")
+            continue
+        for metric in cfg.metrics_for(layer, contrast=True):
+            if metric == "auprc" and not (stats.is_binary(pa) and stats.is_binary(pb)):
+                continue
+            est = stats.paired_bootstrap_ci(pa, pb, metric, cfg.n_resamples, cfg.seed_for(task, target),
+                                            cfg.level, cfg.ci_method)
+            p = stats.paired_permutation_pvalue(pa, pb, metric, cfg.n_permutations,
+                                                cfg.seed_for(task, layer, target, a, b, metric, "swap"))
+            rows.append({"task": task, "condition": f"{a} - {b}", "comparison": f"{a} - {b}",
+                         "condition_a": a, "condition_b": b, "layer": layer, "target": target,
+                         **est.as_row(), "p_value": p, "n_permutations": cfg.n_permutations,
+                         "n_unpaired": unpaired, "chance": np.nan,
+                         "estimate_a": stats.metric_point(metric, pa),
+                         "estimate_b": stats.metric_point(metric, pb)})
+    return _adjust(pd.DataFrame(rows), ["task", "comparison", "layer", "metric"])
+
+
+def meta_category_rows(preds, relations: pd.DataFrame, cfg: StatsSettings) -> pd.DataFrame:
+    """Mean score over the relations of each VSR meta-category (targets named by relation), per
+    condition and, for each pair of conditions, the mean paired difference."""
+    meta = (relations.dropna(subset=["relation", "meta_category"]).drop_duplicates("relation")
+            .set_index("relation")["meta_category"])
+    families: dict[tuple[str, int, str], dict[str, dict[str, stats.Predictions]]] = {}
+    for (task, cond, layer, target), pred in preds.items():
+        if target in meta.index and cfg.contrast_layer(layer) and base_task(task) is None:
+            families.setdefault((task, layer, meta[target]), {}).setdefault(cond, {})[target] = pred
+    rows = []
+    for (task, layer, category), by_cond in tqdm(sorted(families.items()), desc="stats: meta-categories",
+                                                 unit="family"):
+        jobs = [(c, None, sorted(t)) for c, t in by_cond.items()]
+        for a, b in condition_pairs(by_cond, cfg):
+            common = sorted(set(by_cond.get(a, {})) & set(by_cond.get(b, {})))
+            if common:
+                jobs.append((a, b, common))
+        for a, b, targets in jobs:
+            if b is None:
+                ps, base = [by_cond[a][t] for t in targets], None
+            else:
+                ps, base = map(list, zip(*(paired(preds, (task, a, layer, t), (task, b, layer, t))[:2]
+                                           for t in targets)))
+                if any(p.n_items == 0 or not np.array_equal(p.y_true, q.y_true) for p, q in zip(ps, base)):
+                    continue  # not paired: comparison_rows reports it per target
+            for metric in cfg.metrics_for(layer, contrast=True):
+                if metric == "auprc" and not all(stats.is_binary(p) for p in ps + (base or [])):
+                    continue
+                est = stats.mean_of_targets_ci(ps, metric, cfg.n_resamples, cfg.seed_for(task, category),
+                                               cfg.level, cfg.ci_method, baseline=base)
+                chance = (np.mean([stats.chance_levels(metric, p.y_true)["chance"] for p in ps])
+                          if b is None else np.nan)
+                rows.append({"task": task, "condition": a if b is None else f"{a} - {b}", "layer": layer,
+                             "target": category, **est.as_row(), "chance": chance, "n_targets": len(ps),
+                             "relations": "|".join(targets)})
+    return pd.DataFrame(rows)
+
+
+def asymmetry_rows(preds, cfg: StatsSettings, missing: list[str]) -> pd.DataFrame:
+    """(grounded − distributional on vertical) − (grounded − distributional on horizontal)."""
+    g, d = cfg.grounded, cfg.distributional
+    rows = []
+    tasks = sorted({k[0] for k in preds})
+    for task in (t for t in cfg.asymmetry_tasks if t in tasks):  # absent tasks: noted by `run`
+        absent = [c for c in (g, d) if not any(k[0] == task and k[1] == c for k in preds)]
+        if absent:
+            missing.append(f"asymmetry {task}: condition(s) {absent} have no OOF predictions")
+            continue
+        sides = cfg.sides.get(task, cfg.sides["default"])
+        layers = sorted({k[2] for k in preds if k[0] == task and k[1] in (g, d) and cfg.contrast_layer(k[2])})
+        for layer in layers:
+            pooled, note = {}, None
+            for side in ("vertical", "horizontal"):
+                targets = [t for t in sides[side] if (task, g, layer, t) in preds and (task, d, layer, t) in preds]
+                if not targets:
+                    note = (f"asymmetry {task} layer {layer}: no {side} target scored for both {g} and {d} "
+                            f"(wanted any of {list(sides[side])})")
+                    break
+                pairs = [paired(preds, (task, g, layer, t), (task, d, layer, t))[:2] for t in targets]
+                pooled[side] = (targets, stats.concat_predictions([p[0] for p in pairs]),
+                                stats.concat_predictions([p[1] for p in pairs]))
+            if note:
+                missing.append(note)
+                continue
+            (tv, gv, dv), (th, gh, dh) = pooled["vertical"], pooled["horizontal"]
+            for metric in cfg.metrics_for(layer, contrast=True):
+                if metric == "auprc" and not all(stats.is_binary(p) for p in (gv, dv, gh, dh)):
+                    continue
+                c = stats.difference_in_differences(gv, dv, gh, dh, metric, cfg.n_resamples,
+                                                    cfg.n_permutations, cfg.seed_for(task, layer, "asymmetry"),
+                                                    cfg.level, cfg.ci_method)
+                row = c.as_row()
+                row.update({"task": task, "condition": f"{g} - {d}", "comparison": f"{g} - {d}",
+                            "layer": layer, "target": "vertical - horizontal", "chance": np.nan,
+                            "vertical_diff": row.pop("first_diff"), "horizontal_diff": row.pop("second_diff"),
+                            "n_vertical": row.pop("n_first"), "n_horizontal": row.pop("n_second"),
+                            "vertical_targets": "|".join(tv), "horizontal_targets": "|".join(th)})
+                rows.append(row)
+    return _adjust(pd.DataFrame(rows), ["layer", "metric"])
+
+
+def selectivity_rows(preds, cfg: StatsSettings) -> pd.DataFrame:
+    """Task score − control-task score (Hewitt & Liang 2019) on the common items, paired CI."""
+    rows = []
+    keys = [k for k in preds if base_task(k[0]) is not None and cfg.contrast_layer(k[2])]
+    for ctrl in tqdm(keys, desc="stats: selectivity", unit="probe"):
+        key = (base_task(ctrl[0]), *ctrl[1:])
+        if key not in preds:
+            continue
+        pt, pc, unpaired = paired(preds, key, ctrl)
+        if pt.n_items == 0:
+            continue
+        for metric in cfg.metrics_for(key[2], contrast=True):
+            if metric == "auprc" and not (stats.is_binary(pt) and stats.is_binary(pc)):
+                continue
+            est = stats.paired_bootstrap_ci(pt, pc, metric, cfg.n_resamples, cfg.seed_for(*ctrl),
+                                            cfg.level, cfg.ci_method, same_labels=False)
+            rows.append({"task": key[0], "control_task": ctrl[0], "condition": key[1], "layer": key[2],
+                         "target": key[3], **est.as_row(), "chance": np.nan, "n_unpaired": unpaired,
+                         "estimate_task": stats.metric_point(metric, pt),
+                         "estimate_control": stats.metric_point(metric, pc)})
+    return pd.DataFrame(rows)
+
+
+def _adjust(df: pd.DataFrame, family: list[str]) -> pd.DataFrame:
+    """Holm and BH across the targets of each family (NaN p-values are not in the family)."""
+    if df.empty:
+        return df.reindex(columns=TIDY)
+    df = df.copy()
+    df["p_holm"] = df.groupby(family)["p_value"].transform(lambda p: stats.holm(p.to_numpy()))
+    df["p_bh"] = df.groupby(family)["p_value"].transform(lambda p: stats.bh(p.to_numpy()))
+    return df
+
+
+def tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Contract columns first, extras after; every contract column present (NaN if n/a)."""
+    df = df.reindex(columns=[*TIDY, *[c for c in df.columns if c not in TIDY]])
+    return df.sort_values(["task", "condition", "layer", "target", "metric"], kind="stable").reset_index(drop=True)
+
+
+def headline(scores: pd.DataFrame, comparisons: pd.DataFrame, asymmetry: pd.DataFrame,
+             missing: list[str]) -> dict[str, Any]:
+    """The few numbers `dvc metrics show` tracks: primary-layer means, significant paired
+    differences after Holm, and the asymmetry contrasts."""
+    out: dict[str, Any] = {"scores": {}, "comparisons": {}, "asymmetry": {}, "n_missing": len(missing)}
+    prim = scores[scores["layer"] == PRIMARY_LAYER] if not scores.empty else scores
+    for (task, cond, metric), df in prim.groupby(["task", "condition", "metric"]) if not prim.empty else []:
+        out["scores"].setdefault(task, {}).setdefault(cond, {})[f"{metric}_mean"] = float(df["estimate"].mean())
+    comp = comparisons[comparisons["layer"] == PRIMARY_LAYER] if not comparisons.empty else comparisons
+    for (task, name, metric), df in comp.groupby(["task", "comparison", "metric"]) if not comp.empty else []:
+        out["comparisons"].setdefault(task, {})[f"{name} {metric}"] = {
+            "mean_diff": float(df["estimate"].mean()), "n_targets": int(len(df)),
+            "n_holm_05": int((df["p_holm"] < 0.05).sum())}
+    asym = asymmetry[asymmetry["layer"] == PRIMARY_LAYER] if not asymmetry.empty else asymmetry
+    for _, r in asym.iterrows():
+        out["asymmetry"].setdefault(r["task"], {})[r["metric"]] = {
+            k: float(r[k]) for k in ("estimate", "ci_low", "ci_high", "p_value")}
+    return {"stats": out}
+
+
+def predictions(oof: pd.DataFrame) -> dict[ProbeKey, stats.Predictions]:
+    """Every probe in an OOF table, keyed (task, condition, layer, target)."""
+    groups = oof.groupby(["task", "condition", "layer", "target"], sort=True, observed=True)
+    preds = {}
+    for (t, c, layer, g), df in tqdm(groups, desc="stats: read", unit="probe", total=groups.ngroups):
+        key = (str(t), str(c), int(layer), str(g))
+        preds[key] = to_predictions(df, key)
+    return preds
+
+
+def run_bundle(preds: dict[ProbeKey, stats.Predictions], cfg: StatsSettings, relations: pd.DataFrame,
+               null: dict[tuple, np.ndarray]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Every table for one task family (a task and its controls): data in, tables out."""
+    missing: list[str] = []
+    tables = {
+        "scores": score_rows(preds, cfg, null),
+        "comparisons": comparison_rows(preds, cfg, missing),
+        "meta_categories": meta_category_rows(preds, relations, cfg),
+        "asymmetry": asymmetry_rows(preds, cfg, missing),
+        "selectivity": selectivity_rows(preds, cfg),
+    }
+    return tables, missing
+
+
+def run(families: Iterable[pd.DataFrame], cfg: StatsSettings, relations: pd.DataFrame,
+        null: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, Any]]:
+    """All tables from OOF predictions given one task family at a time; returns the tables,
+    what was missing, and a summary (tasks, conditions, probes)."""
+    nulls = null_scores(null)
+    parts: dict[str, list[pd.DataFrame]] = {}
+    missing: list[str] = []
+    seen: dict[str, set[str]] = {"tasks": set(), "conditions": set()}
+    n_probes = 0
+    for oof in families:
+        seen["tasks"] |= set(map(str, oof["task"].unique()))
+        seen["conditions"] |= set(map(str, oof["condition"].unique()))
+        preds = predictions(oof)
+        del oof  # only the arrays are needed from here on
+        n_probes += len(preds)
+        tables, notes = run_bundle(preds, cfg, relations, nulls)
+        missing += notes
+        for name, df in tables.items():
+            parts.setdefault(name, []).append(df)
+    missing += [f"asymmetry {t}: no OOF predictions for this task" for t in cfg.asymmetry_tasks
+                if t not in seen["tasks"]]
+    out = {name: pd.concat([d for d in dfs if not d.empty] or [dfs[0]], ignore_index=True)
+           for name, dfs in parts.items()}
+    out["asymmetry"] = _adjust(out["asymmetry"], ["layer", "metric"])  # one family across tasks
+    summary = {"tasks": sorted(seen["tasks"]), "conditions": sorted(seen["conditions"]), "n_probes": n_probes}
+    return {name: tidy(df) for name, df in out.items()}, missing, summary
+
+
+def _legacy_settings(cfg: StatsSettings) -> dict[str, Any]:
+    """The settings as report.json has always recorded them (flat, with the derived sides)."""
+    keys = ("n_resamples", "n_permutations", "level", "ci_method", "seed", "metrics",
+            "layer_metrics", "contrast_metrics", "contrast_layers", "condition_order", "pairs",
+            "grounded", "distributional", "asymmetry_tasks", "sides")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("stats", __doc__.splitlines()[0]).parse_args(argv)
+    params = load_params(args.params)
+    cfg = stage_settings(StatsSettings, params, "stats", args.params)
+    files = oof_files()
+    null = None
+    if NULL_PATH.exists():
+        null = pd.read_parquet(NULL_PATH)
+        absent = [c for c in NULL_COLUMNS if c not in null.columns]
+        if absent:
+            raise ValueError(f"{NULL_PATH}: missing columns {absent} (expected {list(NULL_COLUMNS)})")
+    else:
+        log.warning("%s not found: score p-values (label-permutation null) left empty", NULL_PATH)
+    row_ids = np.unique(np.concatenate([pq.read_table(f, columns=["row_id"]).column(0).unique()
+                                        .to_numpy(zero_copy_only=False).astype(str) for f in files]))
+    relations, unloaded = relation_table(row_ids)
+    tables, missing, summary = run((read_oof(paths) for paths in bundles(files)), cfg, relations, null)
+    missing += [f"meta-categories: VSR table not loaded for {m}" for m in unloaded]
+    for name, df in tables.items():
+        write_csv(STATS_DIR / f"{name}.csv", df)
+        log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+    for note in missing:
+        log.warning("missing: %s", note)
+    write_json(STATS_DIR / "report.json", {
+        "missing": missing, **summary, "null_scores": NULL_PATH.exists(),
+        "settings": _legacy_settings(cfg)})
+    write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"], missing))
+    return 0

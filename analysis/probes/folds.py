@@ -1,0 +1,129 @@
+"""Leak-free cross-validation splits: grouped, stratified, repeated outer folds and nested inner
+folds grouped like the outer, and train/test splits on held-out words. The groups themselves
+(caption, image+caption, noun pair) are defined in `analysis/data/groups.py`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+
+@dataclass
+class Fold:
+    """One outer split (row positions into the task's rows) and its inner splits (positions
+    into the same rows, all inside ``train``)."""
+
+    repeat: int
+    fold: int
+    train: np.ndarray
+    test: np.ndarray
+    inner: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def _check_groups(y: np.ndarray, groups: np.ndarray, n_splits: int, where: str) -> None:
+    n_groups = pd.unique(groups).size
+    if n_groups < n_splits:
+        raise ValueError(f"{where}: {n_groups} groups, fewer than n_splits={n_splits}")
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise ValueError(f"{where}: a single class ({classes.tolist()}) cannot be cross-validated")
+
+
+def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int,
+                  where: str = "cv") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified group k-fold (sklearn) over all positions of ``y``; every split checked."""
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    _check_groups(y, groups, n_splits, where)
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "least populated class has only k members": reported by callers
+        warnings.simplefilter("ignore", UserWarning)
+        splits = [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y, groups)]
+    for tr, te in splits:
+        assert_disjoint(groups, tr, te)
+    return splits
+
+
+def assert_disjoint(groups: np.ndarray, train: np.ndarray, test: np.ndarray) -> None:
+    """Raise if any group has rows on both sides of the split."""
+    shared = np.intersect1d(np.asarray(groups)[train], np.asarray(groups)[test])
+    if shared.size:
+        raise AssertionError(f"{shared.size} CV groups on both sides of a split, e.g. {shared[:3]}")
+
+
+def nested_cv(y: np.ndarray, groups: np.ndarray, *, n_splits: int, n_repeats: int,
+              inner_splits: int, seed: int, where: str = "cv") -> list[Fold]:
+    """Repeated outer grouped stratified k-fold, each outer training set split again by inner
+    grouped stratified k-fold (for choosing C); inner splits never contain outer test rows."""
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    folds = []
+    for r in range(n_repeats):
+        outer = grouped_kfold(y, groups, n_splits, seed + 1000 * r, f"{where} outer repeat {r}")
+        for f, (tr, te) in enumerate(outer):
+            inner = grouped_kfold(y[tr], groups[tr], inner_splits, seed + 1000 * r + f + 1,
+                                  f"{where} inner repeat {r} fold {f}")
+            folds.append(Fold(r, f, tr, te, [(tr[a], tr[b]) for a, b in inner]))
+    return folds
+
+
+def holdout(n_train: int, n_test: int, y_train: np.ndarray, groups_train: np.ndarray, *,
+            inner_splits: int, seed: int, where: str = "holdout") -> Fold:
+    """Train -> test evaluation on stacked rows (train first, then test), C chosen by grouped
+    inner CV on the training rows only."""
+    train = np.arange(n_train)
+    test = np.arange(n_train, n_train + n_test)
+    inner = grouped_kfold(y_train, groups_train, inner_splits, seed, f"{where} inner")
+    return Fold(0, 0, train, test, inner)
+
+
+def word_assignments(classes: dict[str, list[str]], max_assignments: int | None = None,
+                     seed: int = 0) -> list[dict[str, str]]:
+    """Every way to hold out one word per class (leave-one-word-out), for classes with at
+    least two words; a class with one word cannot be tested on an unseen word, so it is an
+    error. Seeded subsample when there are more than ``max_assignments``."""
+    single = [c for c, words in classes.items() if len(words) < 2]
+    if single:
+        raise ValueError(f"word classes {single} have fewer than two words: no held-out word "
+                         "is possible (add words in params probe_suite.word_groups)")
+    names = list(classes)
+    combos = [dict(zip(names, held)) for held in itertools.product(*(classes[c] for c in names))]
+    if max_assignments is not None and len(combos) > max_assignments:
+        rng = np.random.default_rng(seed)
+        keep = np.sort(rng.choice(len(combos), size=max_assignments, replace=False))
+        combos = [combos[i] for i in keep]
+    return combos
+
+
+def word_split(words: np.ndarray, held_out: dict[str, str], classes: dict[str, list[str]],
+               pair_groups: np.ndarray, *, inner_splits: int, y: np.ndarray, seed: int,
+               where: str = "words") -> tuple[Fold, int]:
+    """Train on rows of the non-held-out words, test on rows of the held-out words. Training
+    rows whose noun pair also occurs among the test rows are dropped (no noun leakage); their
+    count is returned. Inner CV holds out one training word per class (at most
+    ``inner_splits`` such assignments, seeded) where every class has two or more training
+    words, else it is grouped by noun pair."""
+    words = np.asarray(words)
+    test_words = set(held_out.values())
+    all_words = {w for ws in classes.values() for w in ws}
+    test = np.flatnonzero(np.isin(words, list(test_words)))
+    train = np.flatnonzero(np.isin(words, list(all_words - test_words)))
+    leaky = np.isin(pair_groups[train], pair_groups[test])
+    train = train[~leaky]
+    train_classes = {c: [w for w in ws if w not in test_words and (words[train] == w).any()]
+                     for c, ws in classes.items()}
+    if all(len(ws) >= 2 for ws in train_classes.values()):
+        inner = []
+        for held in word_assignments(train_classes, inner_splits, seed):
+            te_mask = np.isin(words[train], list(held.values()))
+            inner.append((train[~te_mask], train[te_mask]))
+    else:
+        inner = [(train[a], train[b]) for a, b in
+                 grouped_kfold(y[train], pair_groups[train], inner_splits, seed, f"{where} inner")]
+    return Fold(0, 0, train, test, inner), int(leaky.sum())

@@ -1,0 +1,294 @@
+"""Nested cross-validation of batched probes: C chosen per outer fold by inner CV along a
+warm-started C path, outer fits at the chosen C, out-of-fold predictions and point scores,
+permutation nulls, one-vs-rest scores read off multinomial probes, and CLIP's zero-shot
+threshold. Arrays and `Problem`s in, tables out (no I/O)."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from analysis.common.store import OOF_COLUMNS
+from analysis.probes.engine import BatchFit, balanced_weights, fit_batch
+from analysis.probes.metrics import auprc, chance_f1, macro_f1
+from analysis.probes.settings import EngineSettings, SuiteSettings
+from analysis.probes.tasks import Problem, permuted_labels
+
+
+def engine_options(e: EngineSettings) -> dict:
+    """Keyword arguments of `fit_batch` for outer fits, with ``inner`` (looser: C selection
+    only needs the ranking of C values) for the inner-CV fits."""
+    base = {"tol": float(e.tol), "max_iter": int(e.max_iter), "max_cg": int(e.max_cg),
+            "device": e.device, "dtype": getattr(torch, e.dtype)}
+    return {**base, "inner": {**base, "tol": float(e.inner_tol), "warn": False,
+                              "max_iter": int(e.inner_max_iter)}}
+
+
+def _select_C(block: list[Problem], X: np.ndarray, Cs: list[float], M: int, eng: dict,
+              patience: int | None = 2) -> dict:
+    """Inner CV: every (problem, outer fold, inner split) as a column, solved along the C grid
+    (ascending, warm-started); returns {(problem index, fold index): chosen C} maximizing the
+    mean inner macro F1 (ties -> the smaller C). A (problem, fold) leaves the path once its
+    score has not improved for ``patience`` grid steps (the costly large-C fits are often
+    not needed)."""
+    cols = [(p, f, i) for p, prob in enumerate(block) for f, fold in enumerate(prob.folds)
+            for i in range(len(fold.inner))]
+    n = X.shape[0]
+    Y = np.zeros((n, len(cols)), dtype=int)
+    mask = np.zeros((n, len(cols)), dtype=bool)
+    test_of = []
+    for k, (p, f, i) in enumerate(cols):
+        prob = block[p]
+        tr, te = prob.folds[f].inner[i]
+        Y[prob.rows, k] = prob.y
+        mask[prob.rows[tr], k] = True
+        test_of.append(prob.rows[te])
+    W = balanced_weights(Y, mask, n_classes=M if M > 2 else 2)
+    group = pd.factorize(pd.Series([f"{p}/{f}" for p, f, _ in cols]))[0]
+    n_groups = group.max() + 1
+    scores = np.full((n_groups, len(Cs)), -np.inf)
+    live = np.ones(len(cols), dtype=bool)
+    fit, prev = None, None
+    for c, C in enumerate(Cs):
+        idx = np.flatnonzero(live)
+        init = None if fit is None else _subset(fit, np.isin(prev, idx))
+        fit = fit_batch(X, Y[:, idx], C, W[:, idx], n_classes=M, init=init, **eng["inner"])
+        prev = idx
+        pred = fit.predict(X)
+        inner = np.zeros(len(idx))
+        for j, k in enumerate(idx):
+            te = test_of[k]
+            inner[j] = macro_f1(Y[te, k], pred[te, j], max(M, 2))
+        g = group[idx]
+        ug = np.unique(g)
+        scores[ug, c] = np.bincount(g, inner, n_groups)[ug] / np.bincount(g, minlength=n_groups)[ug]
+        best = scores.argmax(1)
+        done = best <= c - (patience if patience else len(Cs))
+        live = ~done[group]
+        if not live.any():
+            break
+    chosen = {}
+    for k, (p, f, _) in enumerate(cols):
+        chosen[(p, f)] = Cs[int(scores[group[k]].argmax())]
+    return chosen
+
+
+def _subset(fit, keep: np.ndarray):
+    """The fitted probes ``keep`` (bool over columns), for warm starts."""
+    return BatchFit(fit.coef[keep], fit.intercept[keep], fit.objective[keep], fit.n_iter[keep],
+                    fit.converged[keep], fit.n_classes)
+
+
+def _outer(block: list[Problem], X: np.ndarray, chosen: dict, M: int, eng: dict,
+           labels: list[np.ndarray] | None = None):
+    """Outer fits at the chosen C; yields (problem index, fold index, test rows, predictions,
+    probabilities (n_test,) or (n_test, M), chosen C, whether the fit reached the tolerance)."""
+    cols = [(p, f) for p, prob in enumerate(block) for f in range(len(prob.folds))]
+    n = X.shape[0]
+    Y = np.zeros((n, len(cols)), dtype=int)
+    mask = np.zeros((n, len(cols)), dtype=bool)
+    for k, (p, f) in enumerate(cols):
+        prob = block[p]
+        Y[prob.rows, k] = prob.y if labels is None else labels[p]
+        mask[prob.rows[prob.folds[f].train], k] = True
+    W = balanced_weights(Y, mask, n_classes=M if M > 2 else 2)
+    C = np.array([chosen[c] for c in cols])
+    fit = fit_batch(X, Y, C, W, n_classes=M, **_outer_eng(eng))
+    proba = fit.predict_proba(X)
+    for k, (p, f) in enumerate(cols):
+        te = block[p].rows[block[p].folds[f].test]
+        pr = proba[te, k]
+        pred = (pr > 0.5).astype(int) if M == 2 else pr.argmax(1)
+        yield p, f, te, pred, pr, C[k], bool(fit.converged[k])
+
+
+def _outer_eng(eng: dict) -> dict:
+    return {k: v for k, v in eng.items() if k != "inner"}
+
+
+def _blocks(problems: list[Problem]) -> list[list[Problem]]:
+    """Problems batched together: same rows and the same number of classes."""
+    out: dict = {}
+    for prob in problems:
+        out.setdefault((prob.n_classes, prob.rows.tobytes()), []).append(prob)
+    return list(out.values())
+
+
+def _score_rows(prob: Problem, condition: str, layer: int, oof: pd.DataFrame,
+                full_proba: dict, y_train_of: dict) -> list[dict]:
+    """Point estimates (mean over repeats) of macro F1, AUPRC and accuracy, with chance
+    levels and the collapsed flag (a single predicted class on every test fold)."""
+    M = max(prob.n_classes, 2)
+    f1s, aps, accs, majs, strs, prevs, maj_acc = [], [], [], [], [], [], []
+    collapsed = True
+    for r, part in oof.groupby("repeat"):
+        y, pred = part["y_true"].to_numpy(), part["y_pred"].to_numpy()
+        f1s.append(macro_f1(y, pred, M))
+        accs.append(float((y == pred).mean()))
+        aps.append(auprc(y, full_proba[r] if M > 2 else part["score"].to_numpy(), M))
+        for f, fp in part.groupby("fold"):
+            collapsed &= fp["y_pred"].nunique() == 1
+        ytr = np.concatenate([y_train_of[(r, f)] for f in part["fold"].unique()])
+        mj, st = chance_f1(y, ytr, M)
+        majs.append(mj)
+        strs.append(st)
+        prevs.append(float(np.mean([(y == c).mean() for c in range(M)])) if M > 2 else float(y.mean()))
+        maj_acc.append(float((y == np.bincount(ytr, minlength=M).argmax()).mean()))
+    base = {"task": prob.task, "condition": condition, "layer": layer, "target": prob.target,
+            "n": int(oof["row_id"].nunique()), "n_repeats": int(oof["repeat"].nunique()),
+            "collapsed": bool(collapsed), "C_median": float(oof.groupby(["repeat", "fold"])["C"].first().median())}
+    return [
+        {**base, "metric": "macro_f1", "estimate": np.mean(f1s), "chance": max(np.mean(majs), np.mean(strs))},
+        {**base, "metric": "macro_f1_majority", "estimate": np.mean(majs), "chance": np.nan},
+        {**base, "metric": "macro_f1_stratified", "estimate": np.mean(strs), "chance": np.nan},
+        {**base, "metric": "auprc", "estimate": np.nanmean(aps), "chance": np.mean(prevs)},
+        {**base, "metric": "accuracy", "estimate": np.mean(accs), "chance": np.mean(maj_acc)},
+    ]
+
+
+def run_problems(X: np.ndarray, problems: list[Problem], table_row_ids: np.ndarray,
+                 condition: str, layer: int, cfg: SuiteSettings, eng: dict, desc: str = "",
+                 permute: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Nested CV for every problem on the features ``X`` (rows aligned with the table):
+    returns OOF predictions, tidy scores and permutation null scores."""
+    Cs = cfg.C_grid.values()  # ascending: the warm-start path
+    oofs, scores, nulls = [], [], []
+    for block in tqdm(_blocks(problems), desc=desc or condition, leave=False, mininterval=5):
+        rows = block[0].rows
+        Xb = X[rows]
+        local = [Problem(p.task, p.target, np.arange(len(rows)), p.y, p.groups, p.n_classes,
+                         p.folds, p.classes, p.info) for p in block]
+        M = block[0].n_classes
+        chosen = _select_C(local, Xb, Cs, M, eng, cfg.C_patience)
+        per: dict[int, list] = {p: [] for p in range(len(block))}
+        unconverged = np.zeros(len(block), dtype=int)
+        for p, f, te, pred, pr, C, ok in _outer(local, Xb, chosen, M, eng):
+            per[p].append((f, te, pred, pr, C))
+            unconverged[p] += not ok
+        for p, prob in enumerate(block):
+            frames, full, ytr = [], {}, {}
+            for f, te, pred, pr, C in per[p]:
+                fold = prob.folds[f]
+                score = pr if M == 2 else pr[np.arange(len(te)), prob.y[fold.test]]
+                frames.append(pd.DataFrame({
+                    "repeat": fold.repeat, "fold": fold.fold, "pos": fold.test,
+                    "y_true": prob.y[fold.test], "y_pred": pred, "score": score, "C": C}))
+                if M > 2:
+                    full.setdefault(fold.repeat, []).append(pr)
+                ytr[(fold.repeat, fold.fold)] = prob.y[fold.train]
+            df = pd.concat(frames, ignore_index=True)
+            full = {r: np.vstack(v) for r, v in full.items()}
+            df.insert(0, "row_id", table_row_ids[prob.rows[df["pos"]]])
+            df.insert(1, "group", prob.groups[df["pos"]])
+            df = df.drop(columns="pos")
+            df.insert(0, "target", prob.target)
+            df.insert(0, "layer", layer)
+            df.insert(0, "condition", condition)
+            df.insert(0, "task", prob.task)
+            oofs.append(df[OOF_COLUMNS])
+            rows_scores = _score_rows(prob, condition, layer, df, full, ytr)
+            for r in rows_scores:  # outer fits stopped at engine.max_iter before the tolerance
+                r["unconverged_folds"] = int(unconverged[p])
+            if prob.info.get("derived_ovr"):
+                d_oof, d_scores = derived_ovr(prob, df, per[p], condition, layer)
+                oofs.append(d_oof)
+                scores.extend(d_scores)
+            if permute and M == 2 and any(fnmatch.fnmatch(f"{prob.task}:{prob.target}", pat)
+                                          for pat in permute):
+                null = permutation_null(Xb, local[p], chosen, p, cfg, eng)
+                obs = _repeat0_f1(df)
+                pval = (1 + (null >= obs - 1e-12).sum()) / (1 + len(null))
+                rows_scores[0]["p_value"] = float(pval)
+                nulls.append(pd.DataFrame({"task": prob.task, "condition": condition,
+                                           "layer": layer, "target": prob.target,
+                                           "permutation": np.arange(len(null)),
+                                           "metric": "macro_f1", "estimate": null,
+                                           "observed": obs}))
+            scores.extend(rows_scores)
+    return (pd.concat(oofs, ignore_index=True) if oofs else pd.DataFrame(columns=OOF_COLUMNS),
+            pd.DataFrame(scores), pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame())
+
+
+def derived_ovr(prob: Problem, oof: pd.DataFrame, outer: list, condition: str,
+                layer: int) -> tuple[pd.DataFrame, list[dict]]:
+    """One-vs-rest rows per class read off the multinomial probe (task ``<task>_ovr``):
+    y_true = (class == r), y_pred = (argmax == r), score = P(r). No extra fits."""
+    P = np.vstack([pr for _, _, _, pr, _ in outer])  # rows in the order of ``oof``
+    ytr = {}
+    for f, _, _, _, _ in outer:
+        fold = prob.folds[f]
+        ytr[(fold.repeat, fold.fold)] = prob.y[fold.train]
+    frames, rows = [], []
+    pred = oof["y_pred"].to_numpy()
+    y = oof["y_true"].to_numpy()
+    for c, name in enumerate(prob.classes):
+        df = oof.assign(task=f"{prob.task}_ovr", target=name, y_true=(y == c).astype(int),
+                        y_pred=(pred == c).astype(int), score=P[:, c])
+        frames.append(df)
+        sub = Problem(f"{prob.task}_ovr", name, prob.rows, (prob.y == c).astype(int), prob.groups,
+                      2, prob.folds)
+        rows.extend(_score_rows(sub, condition, layer, df,
+                                {}, {k: (v == c).astype(int) for k, v in ytr.items()}))
+    return pd.concat(frames, ignore_index=True), rows
+
+
+def _repeat0_f1(oof: pd.DataFrame) -> float:
+    part = oof[oof["repeat"] == oof["repeat"].min()]
+    return macro_f1(part["y_true"].to_numpy(), part["y_pred"].to_numpy(), 2)
+
+
+def permutation_null(X: np.ndarray, prob: Problem, chosen: dict, p: int, cfg: SuiteSettings,
+                     eng: dict) -> np.ndarray:
+    """Macro F1 of the first repeat under labels shuffled within CV groups, every permutation
+    a batch of extra label columns refit at the fold's chosen C (one solve per chunk)."""
+    n_perm = cfg.permutation.n
+    folds = [(f, fold) for f, fold in enumerate(prob.folds) if fold.repeat == prob.folds[0].repeat]
+    perms = permuted_labels(prob.y, prob.groups, n_perm, cfg.permutation.seed)
+    n = len(prob.y)
+    preds = np.zeros((n, n_perm), dtype=int)
+    chunk = max(1, cfg.max_columns // len(folds))
+    for start in range(0, n_perm, chunk):
+        idx = np.arange(start, min(n_perm, start + chunk))
+        Y = np.repeat(perms[:, idx], len(folds), axis=1)  # column = perm-major, fold-minor
+        mask = np.zeros(Y.shape, dtype=bool)
+        C = np.zeros(Y.shape[1])
+        for j, (f, fold) in enumerate(folds):
+            mask[fold.train, j::len(folds)] = True
+            C[j::len(folds)] = chosen[(p, f)]
+        W = balanced_weights(Y, mask)
+        fit = fit_batch(X, Y, C, W, **{**_outer_eng(eng), "tol": cfg.permutation.tol})
+        pr = fit.predict(X)
+        for j, (f, fold) in enumerate(folds):
+            preds[fold.test[:, None], idx[None, :]] = pr[fold.test][:, j::len(folds)]
+    test = np.unique(np.concatenate([fold.test for _, fold in folds]))
+    return np.array([macro_f1(perms[test, k], preds[test, k], 2) for k in range(n_perm)])
+
+
+def zeroshot_oof(score: np.ndarray, problems: list[Problem], table_row_ids: np.ndarray,
+                 condition: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """CLIP zero-shot: predict True when cosine >= a threshold chosen on the training rows of
+    each fold (the midpoint maximizing macro F1)."""
+    oofs, scores = [], []
+    for prob in problems:
+        s = score[prob.rows]
+        frames, ytr = [], {}
+        for fold in prob.folds:
+            st, yt = s[fold.train], prob.y[fold.train]
+            cand = np.unique(st)
+            cand = np.r_[cand[0] - 1e-6, (cand[1:] + cand[:-1]) / 2, cand[-1] + 1e-6]
+            f1 = [macro_f1(yt, (st >= c).astype(int), 2) for c in cand]
+            thr = cand[int(np.argmax(f1))]
+            frames.append(pd.DataFrame({
+                "task": prob.task, "condition": condition, "layer": -1, "target": prob.target,
+                "repeat": fold.repeat, "row_id": table_row_ids[prob.rows[fold.test]],
+                "group": prob.groups[fold.test], "fold": fold.fold, "y_true": prob.y[fold.test],
+                "y_pred": (s[fold.test] >= thr).astype(int), "score": s[fold.test], "C": np.nan}))
+            ytr[(fold.repeat, fold.fold)] = yt
+        df = pd.concat(frames, ignore_index=True)
+        oofs.append(df)
+        scores.extend(_score_rows(prob, condition, -1, df, {}, ytr))
+    return pd.concat(oofs, ignore_index=True), pd.DataFrame(scores)

@@ -1,0 +1,313 @@
+"""Stage `probe_suite`: the sound probing design (T1 relation identity, T2 axis/polarity on
+held-out words, T3 grounded truth), with nested-CV-tuned batched probes, baselines (bag of
+words, random-weight encoders, CLIP zero-shot), control tasks, permutation nulls and layer-wise
+probes. Writes out-of-fold predictions (``oof/{task}.parquet``, the contract in ARCHITECTURE.md)
+and point-estimate scores (``scores.csv``); the `stats` stage adds CIs and paired tests.
+
+Features are standardized with the mean and sd of the rows a probe may train on (all rows of
+the split for CV: an unsupervised, label-free transform; the training split for train->test).
+Settings: `analysis/probes/settings.py`; tasks and folds: `tasks.py`, `folds.py`; the nested CV
+and the solver: `nested_cv.py`, `engine.py`. This module loads (`SuiteData`), orchestrates
+(`run_suite`) and writes (`main`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from analysis.common import store
+from analysis.common.cli import stage_parser
+from analysis.common.io import write_csv, write_json, write_parquet
+from analysis.common.params import load_params, stage_settings
+from analysis.common.store import OOF_COLUMNS, TIDY_COLUMNS
+from analysis.probes.features import bow_features, cosine, interaction, standardize
+from analysis.probes.nested_cv import engine_options, run_problems, zeroshot_oof
+from analysis.probes.settings import PairSpec, SuiteSettings
+from analysis.probes.tasks import Problem, t1_problems, t2_problems, t3_holdout_problems, t3_problems
+
+log = logging.getLogger("probe_suite")
+
+SUITE_DIR = store.SUITE_DIR
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class SuiteData:
+    """Every read of the stage: VSR tables and embeddings, aligned to the table's rows."""
+
+    embed_root: Path = store.EMBED_DIR
+    vsr_root: Path = store.VSR_DIR
+
+    def table(self, variant: str, split: str) -> pd.DataFrame:
+        return store.load_split(variant, split, self.vsr_root)
+
+    def present(self, variant: str, split: str) -> list[str]:
+        return store.available_conditions(variant, split, self.embed_root)
+
+    def vectors(self, condition: str, variant: str, split: str, view: str | None,
+                table: pd.DataFrame, layered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors in the table's row order, which table rows they cover)."""
+        emb = store.load_embeddings(condition, variant, split, view=view, root=self.embed_root)
+        return store.in_table_order(emb, table, f"{condition} {variant}/{split}", layered=layered)
+
+    def has_layers(self, condition: str, variant: str, split: str) -> bool:
+        return store.has_view(condition, variant, split, store.LAYERS_VIEW, self.embed_root)
+
+
+@dataclass
+class Collected:
+    """What the probes produced so far: OOF tables, score tables, null tables, timings."""
+
+    oofs: list[pd.DataFrame] = field(default_factory=list)
+    scores: list[pd.DataFrame] = field(default_factory=list)
+    nulls: list[pd.DataFrame] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def add(self, result: tuple) -> None:
+        self.oofs.append(result[0])
+        self.scores.append(result[1])
+        if len(result) > 2 and len(result[2]):
+            self.nulls.append(result[2])
+
+    def time(self, key: str, start: float) -> float:
+        self.timings[key] = round(time.perf_counter() - start, 1)
+        return self.timings[key]
+
+
+def _view(cfg: SuiteSettings, condition: str) -> str | None:
+    return cfg.views.get(condition)
+
+
+# --------------------------------------------------------------------------- task families
+
+
+def probe_text(c: Collected, feats: dict[str, np.ndarray], t1: list[Problem], t2: list[Problem],
+               t3: list[Problem], t3_idx: np.ndarray, row_ids: np.ndarray, t3_ids: np.ndarray,
+               cfg: SuiteSettings, eng: dict, permute: list[str]) -> None:
+    """T1, T2 and caption-only T3 on every text feature set (the conditions and bag of words);
+    the control task only for `t1.control_conditions`, caption-only T3 only for
+    `t3.text_conditions` and bag of words."""
+    t3_text = cfg.t3.text_conditions
+    ctl = cfg.t1.control_conditions
+    for cond, X in feats.items():
+        t1_c = t1 if ctl is None or cond in ctl else [p for p in t1 if not p.task.startswith("T1_control")]
+        t3_c = t3 if t3_text is None or cond in t3_text or cond == "bow" else []
+        for name, probs, Xc, ids in (("T1", t1_c, X, row_ids), ("T2", t2, X, row_ids),
+                                     ("T3", t3_c, X[t3_idx], t3_ids)):
+            if not probs:
+                continue
+            start = time.perf_counter()
+            c.add(run_problems(Xc, probs, ids, cond, -1, cfg, eng, f"{cond} {name}", permute))
+            log.info("%s: %s in %.0fs", cond, name, c.time(f"{cond}:{name}", start))
+
+
+def probe_pairs(c: Collected, pairs: list[PairSpec], pair_feats: dict, t3: list[Problem],
+                t3_idx: np.ndarray, t3_ids: np.ndarray, cfg: SuiteSettings, eng: dict,
+                permute: list[str]) -> None:
+    """Grounded T3 per image/text pair: image only, concatenation, interaction, zero-shot."""
+    for p in pairs:
+        start = time.perf_counter()
+        i, t = (a[t3_idx] for a in pair_feats[p.name])
+        for cond, X in ((p.image, i), (f"{p.name}_concat", np.hstack([i, t])),
+                        (f"{p.name}_interaction", interaction(i, t))):
+            c.add(run_problems(standardize(X), t3, t3_ids, cond, -1, cfg, eng, f"{cond} T3", permute))
+        c.add(zeroshot_oof(cosine(i, t), t3, t3_ids, f"{p.name}_zeroshot"))
+        c.time(p.name, start)
+
+
+def holdout_features(data: SuiteData, cfg: SuiteSettings, text: list[str], pairs: list[PairSpec],
+                     variant: str, tabs: list[pd.DataFrame]) -> dict:
+    """name -> [(features tuple, covered) for train, test]; text conditions give (X,), pairs
+    (image, text). Conditions lacking either split are left out with a warning."""
+    out = {}
+    specs = [(c, [(c, _view(cfg, c))]) for c in text]
+    specs += [(p.name, [(p.image, p.image_view), (p.text, p.text_view)]) for p in pairs]
+    for name, parts in specs:
+        try:
+            per_split = []
+            for s, tab in zip(("train", "test"), tabs):
+                got = [data.vectors(c, variant, s, v, tab) for c, v in parts]
+                per_split.append((tuple(g[0] for g in got),
+                                  np.logical_and.reduce([g[1] for g in got])))
+        except FileNotFoundError as e:
+            log.warning("T3 holdout on %s: %s left out (%s)", variant, name, e)
+            continue
+        out[name] = per_split
+    return out
+
+
+def probe_holdout(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, text: list[str],
+                  pairs: list[PairSpec]) -> None:
+    """T3 trained on a variant's train split and tested on its test split."""
+    t3_text = cfg.t3.text_conditions
+    for hv in cfg.t3.holdout:
+        start = time.perf_counter()
+        tabs = [data.table(hv, s) for s in ("train", "test")]
+        cond_text = [x for x in text if t3_text is None or x in t3_text or x == "bow"]
+        sets = holdout_features(data, cfg, cond_text, pairs, hv, tabs)
+        if not sets:
+            log.warning("T3 holdout on %s: no condition has train and test embeddings", hv)
+            continue
+        keep = [np.logical_and.reduce([v[k][1] for v in sets.values()]) for k in range(2)]
+        tr_k, te_k = (tab[m].reset_index(drop=True) for tab, m in zip(tabs, keep))
+        probs = t3_holdout_problems(tr_k, te_k, cfg.t3, cfg.cv, f"T3_holdout_{hv}")
+        ids = np.r_[tr_k["row_id"].to_numpy(), te_k["row_id"].to_numpy()]
+        n_tr = len(tr_k)
+        for name, ((f_tr, _), (f_te, _)) in sets.items():
+            stack = [np.vstack([a[keep[0]], b[keep[1]]]) for a, b in zip(f_tr, f_te)]
+            if len(stack) == 1:
+                conds = [(name, stack[0])]
+            else:
+                i, t = stack
+                img = next(p.image for p in pairs if p.name == name)
+                conds = [(img, i), (f"{name}_concat", np.hstack([i, t])),
+                         (f"{name}_interaction", interaction(i, t))]
+                c.add(zeroshot_oof(cosine(i, t), probs, ids, f"{name}_zeroshot"))
+            for cond, X in conds:
+                c.add(run_problems(standardize(X, np.arange(n_tr)), probs, ids, cond, -1, cfg,
+                                   eng, f"{cond} T3 {hv} train->test"))
+        c.time(f"T3_holdout_{hv}", start)
+
+
+def probe_layers(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, table: pd.DataFrame,
+                 text: list[str], pairs: list[PairSpec], pair_feats: dict, t3_table: pd.DataFrame,
+                 t3_idx: np.ndarray, t3_ids: np.ndarray) -> list[str]:
+    """Layer-wise probes with the cheaper CV of `layers`: T1/T2 on every hidden layer of the
+    text conditions, and T3 on [image-tower layer; caption text embedding] per layer. Returns
+    the conditions probed."""
+    lay = cfg.layers
+    lay_cfg = cfg.for_layers()
+    variant, split = cfg.variant, cfg.split
+    row_ids = table["row_id"].to_numpy()
+    lay_conds = [x for x in text if lay.conditions is None or x in lay.conditions]
+    lay_text = [x for x in lay_conds if data.has_layers(x, variant, split)]
+    if lay.tasks and lay_text:
+        probs = [p for p in t1_problems(table, cfg.t1, lay_cfg.cv,
+                                        ovr="derived" if cfg.t1.ovr == "derived" else False)
+                 + t2_problems(table, lay_cfg.t2, lay_cfg.cv)
+                 if p.task in lay.tasks]
+        for cond in lay_text:
+            L, _ = data.vectors(cond, variant, split, store.LAYERS_VIEW, table, layered=True)
+            start = time.perf_counter()
+            for layer in tqdm(range(L.shape[0]), desc=f"{cond} layers", leave=False, disable=None):
+                c.add(run_problems(standardize(L[layer]), probs, row_ids, cond, layer, lay_cfg,
+                                   eng, f"{cond} layer {layer}"))
+            c.time(f"{cond}_layers", start)
+    lay_pairs = [p for p in pairs if "T3" in lay.tasks
+                 and (lay.conditions is None or p.image in lay.conditions)
+                 and data.has_layers(p.image, variant, split)]
+    if lay_pairs:
+        t3_lay = t3_problems(t3_table, cfg.t3, lay_cfg.cv)
+        for p in lay_pairs:
+            L, _ = data.vectors(p.image, variant, split, store.LAYERS_VIEW, table, layered=True)
+            t = standardize(pair_feats[p.name][1][t3_idx])
+            start = time.perf_counter()
+            for layer in tqdm(range(L.shape[0]), desc=f"{p.image} layers", leave=False,
+                              disable=None):
+                X = np.hstack([standardize(L[layer][t3_idx]), t])
+                c.add(run_problems(X, t3_lay, t3_ids, f"{p.name}_concat", layer, lay_cfg, eng,
+                                   f"{p.name} image layer {layer}"))
+            c.time(f"{p.image}_layers", start)
+    return lay_text + [p.image for p in lay_pairs]
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
+    """Every task on every condition present; returns (oof by task, scores, nulls, report)."""
+    data = data or SuiteData()
+    eng = engine_options(cfg.engine)
+    cv = cfg.cv
+    variant, split = cfg.variant, cfg.split
+    table = data.table(variant, split)
+    row_ids = table["row_id"].to_numpy()
+    present = data.present(variant, split)
+    report: dict = {"variant": variant, "split": split, "rows": len(table)}
+    text = [x for x in cfg.text_conditions if x in present]
+    missing = [x for x in cfg.text_conditions if x not in present]
+    pairs = [p for p in cfg.t3.pairs if p.text in present and p.image in present]
+    missing += sorted({x for p in cfg.t3.pairs if p not in pairs for x in (p.text, p.image)
+                       if x not in present})
+    report["missing_conditions"] = list(dict.fromkeys(missing))
+    if report["missing_conditions"]:
+        log.warning("conditions without embeddings on %s/%s (left out): %s", variant, split,
+                    report["missing_conditions"])
+    permute = list(cfg.permutation.targets) if cfg.permutation.n > 0 else []
+
+    feats: dict[str, np.ndarray] = {}
+    for cond in text:
+        X, covered = data.vectors(cond, variant, split, _view(cfg, cond), table)
+        if not covered.all():
+            raise ValueError(f"text condition {cond} lacks {int((~covered).sum())} rows of "
+                             f"{variant}/{split}, e.g. {row_ids[~covered][:3].tolist()}")
+        feats[cond] = standardize(X)
+    if cfg.bow.enabled:
+        feats["bow"] = standardize(bow_features(table["caption"].tolist(), cfg.bow.min_df))
+
+    t1 = t1_problems(table, cfg.t1, cv, ovr=cfg.t1.ovr)
+    if cfg.t1.control:
+        t1 += t1_problems(table, cfg.t1, cv, control_seed=cfg.t1.control_seed, ovr=cfg.t1.control_ovr)
+    t2 = t2_problems(table, cfg.t2, cv)
+    report["t1_unparsed_noun_pairs"] = t1[0].info["unparsed_noun_pairs"]
+    report["t2"] = {f"{p.task}:{p.target}": p.info for p in t2}
+
+    # T3 rows: those every T3 feature set covers, so conditions are compared on identical rows
+    pair_feats = {}
+    t3_mask = np.ones(len(table), dtype=bool)
+    for p in pairs:
+        i, ci = data.vectors(p.image, variant, split, p.image_view, table)
+        t, ct = data.vectors(p.text, variant, split, p.text_view, table)
+        pair_feats[p.name] = (i, t)
+        t3_mask &= ci & ct
+    report["t3_rows_excluded_missing_image"] = int((~t3_mask).sum())
+    t3_table = table[t3_mask].reset_index(drop=True)
+    t3_idx = np.flatnonzero(t3_mask)
+    t3 = t3_problems(t3_table, cfg.t3, cv)
+    t3_ids = t3_table["row_id"].to_numpy()
+
+    c = Collected()
+    probe_text(c, feats, t1, t2, t3, t3_idx, row_ids, t3_ids, cfg, eng, permute)
+    probe_pairs(c, pairs, pair_feats, t3, t3_idx, t3_ids, cfg, eng, permute)
+    probe_holdout(c, data, cfg, eng, text, pairs)
+    report["layerwise"] = probe_layers(c, data, cfg, eng, table, text, pairs, pair_feats,
+                                       t3_table, t3_idx, t3_ids)
+    report["timings_s"] = c.timings
+
+    oof = pd.concat(c.oofs, ignore_index=True)
+    sc = pd.concat(c.scores, ignore_index=True)
+    for col in ("ci_low", "ci_high", "p_value", "p_holm", "p_bh"):
+        if col not in sc:
+            sc[col] = np.nan
+    sc = sc[TIDY_COLUMNS + [x for x in sc.columns if x not in TIDY_COLUMNS]]
+    null = pd.concat(c.nulls, ignore_index=True) if c.nulls else pd.DataFrame()
+    probes = sc.drop_duplicates(["task", "condition", "layer", "target"])
+    report["probes_with_unconverged_folds"] = int((probes["unconverged_folds"].fillna(0) > 0).sum())
+    return {t: g.reset_index(drop=True)[OOF_COLUMNS] for t, g in oof.groupby("task")}, sc, null, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("probe_suite", __doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    cfg = stage_settings(SuiteSettings, load_params(args.params), "probe_suite", args.params)
+    start = time.perf_counter()
+    oof, scores, null, report = run_suite(cfg)
+    for task, df in oof.items():
+        write_parquet(store.OOF_DIR / f"{task}.parquet", df)
+    write_csv(SUITE_DIR / "scores.csv", scores)
+    if len(null):
+        write_parquet(store.NULL_PATH, null)
+    report["total_s"] = round(time.perf_counter() - start, 1)
+    write_json(SUITE_DIR / "report.json", report)
+    log.info("probe suite: %d score rows, %d OOF rows over %d tasks in %.0fs", len(scores),
+             sum(len(d) for d in oof.values()), len(oof), report["total_s"])
+    return 0

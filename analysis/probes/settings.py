@@ -1,0 +1,176 @@
+"""Settings of the `probe_suite` stage (params section `probe_suite`): one class per subsection,
+shared by the stage and the libraries it drives (tasks, folds, nested CV)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import field_validator
+
+from analysis.common.params import Settings
+
+
+class CVSettings(Settings):
+    """Outer and inner cross-validation (grouped, stratified)."""
+
+    n_splits: int
+    """outer folds"""
+    n_repeats: int
+    """outer repeats (different seeds)"""
+    inner_splits: int
+    """inner folds for choosing C"""
+    seed: int
+
+
+class CGrid(Settings):
+    """The log-spaced grid C is chosen from by inner CV (macro F1)."""
+
+    min: float
+    max: float
+    num: int
+
+    def values(self) -> list[float]:
+        import numpy as np
+
+        if not 0 < self.min <= self.max or self.num < 1:
+            raise ValueError(f"C_grid: need 0 < min <= max and num >= 1; got {self}")
+        return list(np.logspace(np.log10(self.min), np.log10(self.max), self.num))
+
+
+class EngineSettings(Settings):
+    """The batched Newton-CG solver (`analysis/probes/engine.py`)."""
+
+    tol: float
+    """max-abs gradient of the weight-normalized objective at which an outer fit stops"""
+    max_iter: int
+    """Newton iterations per outer fit (fits stopped here are counted)"""
+    max_cg: int
+    """conjugate-gradient steps per Newton iteration"""
+    inner_tol: float
+    """tolerance of the inner-CV fits (C selection)"""
+    inner_max_iter: int
+    device: str = "auto"
+    """auto = cuda > cpu"""
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+class BowSettings(Settings):
+    enabled: bool
+    """the bag-of-words baseline (condition `bow`)"""
+    min_df: int = 1
+    """n-grams in at least this many rows"""
+
+
+class T1Settings(Settings):
+    """Relation identity."""
+
+    min_count: int
+    """relations with at least this many rows"""
+    ovr: Literal["fit", "derived"] | bool = "derived"
+    """one-vs-rest per relation: fit | derived (read off the multinomial) | false"""
+    control: bool = True
+    """the control task (Hewitt & Liang) for selectivity"""
+    control_ovr: Literal["fit", "derived"] | bool = "derived"
+    control_seed: int = 1
+    control_conditions: tuple[str, ...] | None = None
+    """conditions that get the control task (null: every condition)"""
+
+
+class T2Settings(Settings):
+    """Spatial axis and polarity on held-out relation words."""
+
+    max_assignments: int | None = None
+    """held-out-word assignments per task (seeded subsample beyond this)"""
+    word_groups: dict[str, dict[str, tuple[str, ...]]]
+    """axis -> pole -> relation words"""
+
+
+class PairSpec(Settings):
+    """An image/text pair for the grounded truth probe's image, concat, interaction and
+    zero-shot feature sets."""
+
+    name: str
+    text: str
+    text_view: str | None = None
+    image: str
+    image_view: str | None = None
+
+
+class T3Settings(Settings):
+    """Grounded truth (VSR's True/False label)."""
+
+    min_count: int
+    """rows per relation / meta-category target"""
+    min_per_class: int
+    """rows per label in a target"""
+    holdout: tuple[str, ...] = ()
+    """train -> test on these variants (when their embeddings exist)"""
+    text_conditions: tuple[str, ...] | None = None
+    """caption-only T3 for these text conditions and bow (null: every text condition)"""
+    pairs: tuple[PairSpec, ...] = ()
+
+
+class PermutationSettings(Settings):
+    n: int
+    """permutations per tested target (0: none)"""
+    seed: int = 0
+    tol: float = 1.0e-3
+    """solver tolerance of the permuted-label fits"""
+    targets: tuple[str, ...] = ()
+    """'task:target' glob patterns of the probes that get a permutation p-value"""
+
+
+class LayerSettings(Settings):
+    """Layer-wise probes on the `layers` view, with cheaper CV (the suite's largest cost)."""
+
+    tasks: tuple[str, ...] = ()
+    conditions: tuple[str, ...] | None = None
+    """conditions probed layer by layer (null: every text condition with a `layers` view)"""
+    n_splits: int | None = None
+    n_repeats: int | None = None
+    inner_splits: int | None = None
+    C_grid: CGrid | None = None
+    t2_max_assignments: int | None = None
+
+
+class SuiteSettings(Settings):
+    """Section `probe_suite`."""
+
+    variant: str
+    split: str
+    text_conditions: tuple[str, ...]
+    """text conditions probed (those without embeddings are logged and left out)"""
+    views: dict[str, str] = {}
+    """condition -> view (default: the condition's primary view, store.PRIMARY_VIEW)"""
+    bow: BowSettings
+    cv: CVSettings
+    C_grid: CGrid
+    C_patience: int | None = 2
+    """stop a fold's C path after this many steps without a better inner score (null: never)"""
+    engine: EngineSettings
+    max_columns: int = 4000
+    """probes per batched solve (permutation chunks)"""
+    t1: T1Settings
+    t2: T2Settings
+    t3: T3Settings
+    permutation: PermutationSettings
+    layers: LayerSettings = LayerSettings()
+
+    @field_validator("t2")
+    @classmethod
+    def _two_poles(cls, t2: T2Settings) -> T2Settings:
+        for axis, poles in t2.word_groups.items():
+            if len(poles) != 2:
+                raise ValueError(f"word_groups.{axis}: polarity needs exactly two poles, got {list(poles)}")
+        return t2
+
+    def for_layers(self) -> "SuiteSettings":
+        """The settings of the layer-wise probes: the suite's, with the overrides of `layers`."""
+        lay = self.layers
+        cv = self.cv.model_copy(update={
+            "n_splits": lay.n_splits or self.cv.n_splits,
+            "n_repeats": lay.n_repeats or self.cv.n_repeats,
+            "inner_splits": lay.inner_splits or self.cv.inner_splits})
+        t2 = self.t2.model_copy(update={
+            "max_assignments": lay.t2_max_assignments or self.t2.max_assignments})
+        return self.model_copy(update={"cv": cv, "C_grid": lay.C_grid or self.C_grid, "t2": t2})

@@ -1,0 +1,233 @@
+"""Probing tasks as data: which rows, which labels, which CV groups and folds.
+
+T1 relation identity (multiclass over relations with >= min_count rows, and one-vs-rest per
+relation; folds grouped by noun pair). T2 spatial axis and polarity, trained on some relation
+words and tested on held-out words of the same meaning. T3 VSR's True/False label per relation
+and per meta-category. Control tasks (Hewitt & Liang 2019) and within-group permutations.
+Folds depend only on the table, never on the embeddings, so every condition is scored on
+identical rows and folds (paired comparisons).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.data.groups import caption_groups, image_caption_groups, noun_pair_groups
+from analysis.data.relations import frequent_relations as _frequent_relations
+from analysis.probes.folds import Fold, grouped_kfold, nested_cv, word_assignments, word_split
+from analysis.probes.settings import CVSettings, T1Settings, T2Settings, T3Settings
+
+log = logging.getLogger("tasks")
+
+
+@dataclass
+class Problem:
+    """One probe target: rows (positions into the table), labels, CV groups, folds (positions
+    into ``rows``). ``n_classes`` 2 = binary probe; more = one multinomial probe."""
+
+    task: str
+    target: str
+    rows: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    n_classes: int
+    folds: list[Fold]
+    classes: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def frequent_relations(table: pd.DataFrame, min_count: int) -> list[str]:
+    """The relations of T1 (sorted by name); fewer than two is an error."""
+    kept = _frequent_relations(table["relation"], min_count)
+    if len(kept) < 2:
+        raise ValueError(f"only {len(kept)} relations have >= min_count={min_count} rows")
+    return kept
+
+
+def control_labels(y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
+    """Hewitt & Liang control task: a random label fixed per group (noun pair), assigned so
+    the row-level class counts match ``y``'s (greedy quota filling over groups in random
+    order: each group takes the class furthest below its quota)."""
+    y = np.asarray(y)
+    classes, counts = np.unique(y, return_counts=True)
+    codes, uniq = pd.factorize(pd.Series(groups))
+    sizes = np.bincount(codes)
+    rng = np.random.default_rng(seed)
+    remaining = counts.astype(float)
+    label_of = np.empty(len(uniq), dtype=y.dtype)
+    for g in rng.permutation(len(uniq)):
+        c = int(np.argmax(remaining / counts + rng.random(len(classes)) * 1e-9))
+        label_of[g] = classes[c]
+        remaining[c] -= sizes[g]
+    return label_of[codes]
+
+
+def permuted_labels(y: np.ndarray, groups: np.ndarray, n_permutations: int, seed: int) -> np.ndarray:
+    """(n, n_permutations) label matrices, each ``y`` shuffled within every group (rows keep
+    their group, so the group structure the CV relies on is unchanged)."""
+    y = np.asarray(y)
+    codes = pd.factorize(pd.Series(groups))[0]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(y), n_permutations), dtype=y.dtype)
+    keys = rng.random((len(y), n_permutations))
+    for block in np.split(order, bounds):
+        perm = np.argsort(keys[block], axis=0)
+        out[block] = y[block][perm]
+    return out
+
+
+def _cv(y, groups, cv: CVSettings, where: str) -> list[Fold]:
+    return nested_cv(y, groups, n_splits=cv.n_splits, n_repeats=cv.n_repeats,
+                     inner_splits=cv.inner_splits, seed=cv.seed, where=where)
+
+
+def t1_problems(table: pd.DataFrame, cfg: T1Settings, cv: CVSettings, control_seed: int | None = None,
+                ovr: bool | str = True) -> list[Problem]:
+    """Relation identity over rows of relations with >= min_count rows: one multinomial
+    problem (target ``__all__``) and, with ``ovr`` true / "fit", one binary probe per relation
+    on the same noun-pair-grouped folds; with "derived", per-relation one-vs-rest rows are
+    read off the multinomial probe instead (no extra fits). With ``control_seed``, the control task: labels fixed per noun pair at random
+    (same class balance), folds grouped by caption so noun pairs recur across the split, as in
+    Hewitt & Liang where word types recur between train and test."""
+    rels = frequent_relations(table, cfg.min_count)
+    keep = np.flatnonzero(table["relation"].isin(rels).to_numpy())
+    sub = table.iloc[keep]
+    pairs, unparsed = noun_pair_groups(sub)
+    y = pd.Categorical(sub["relation"], categories=rels).codes.astype(int)
+    task = "T1"
+    groups = pairs
+    if control_seed is not None:
+        y = control_labels(y, pairs, control_seed)
+        groups = caption_groups(sub)
+        task = "T1_control"
+    folds = _cv(y, groups, cv, task)
+    info = {"unparsed_noun_pairs": unparsed, "derived_ovr": ovr == "derived"}
+    probs = [Problem(task, "__all__", keep, y, groups, len(rels), folds, list(rels), info)]
+    if ovr is True or ovr == "fit":
+        for k, rel in enumerate(rels):
+            probs.append(Problem(f"{task}_ovr", rel, keep, (y == k).astype(int), groups, 2, folds,
+                                 ["other", rel], info))
+    return probs
+
+
+def axis_words(word_groups: dict[str, dict[str, list[str]]]) -> dict[str, list[str]]:
+    """Axis -> every relation word of its poles."""
+    return {axis: [w for ws in poles.values() for w in ws] for axis, poles in word_groups.items()}
+
+
+def t2_problems(table: pd.DataFrame, cfg: T2Settings, cv: CVSettings) -> list[Problem]:
+    """Axis (multinomial over axes) and polarity within each axis (binary), each evaluated on
+    every held-out-word assignment (one word per class held out; repeat = assignment index)."""
+    groups_cfg = {axis: {pole: list(ws) for pole, ws in poles.items()}
+                  for axis, poles in cfg.word_groups.items()}
+    pairs_all, _ = noun_pair_groups(table)
+    rel = table["relation"].to_numpy()
+    missing = sorted({w for poles in groups_cfg.values() for ws in poles.values() for w in ws}
+                     - set(rel))
+    if missing:
+        log.warning("T2 word groups: relations %s have no rows in this split", missing)
+    out = []
+
+    skipped = {}
+
+    def build(task, target, classes: dict[str, list[str]]):
+        classes = {c: [w for w in ws if (rel == w).any()] for c, ws in classes.items()}
+        short = [c for c, ws in classes.items() if len(ws) < 2]
+        if short and (task != "T2_axis" or len(classes) - len(short) < 2):
+            skipped[f"{task}:{target}"] = f"classes {short} have < 2 words with rows"
+            log.warning("T2 %s %s skipped: classes %s have fewer than two words with rows, so "
+                        "no word can be held out", task, target, short)
+            return
+        if short:
+            skipped[f"{task}:{target}"] = f"classes {short} dropped (< 2 words with rows)"
+            log.warning("T2 axis task: classes %s dropped (fewer than two words with rows)", short)
+            classes = {c: ws for c, ws in classes.items() if c not in short}
+        names = list(classes)
+        word_to_class = {w: i for i, c in enumerate(names) for w in classes[c]}
+        rows = np.flatnonzero(np.isin(rel, list(word_to_class)))
+        words = rel[rows]
+        y = np.array([word_to_class[w] for w in words])
+        pairs = pairs_all[rows]
+        folds, dropped = [], []
+        for a, held in enumerate(word_assignments(classes, cfg.max_assignments, cv.seed)):
+            fold, n_drop = word_split(words, held, classes, pairs, inner_splits=cv.inner_splits,
+                                      y=y, seed=cv.seed + a, where=f"{task} {target} {held}")
+            fold.repeat, fold.fold = a, 0
+            folds.append(fold)
+            dropped.append(n_drop)
+        info = {"assignments": len(folds), "train_rows_dropped_for_shared_noun_pair": dropped}
+        out.append(Problem(task, target, rows, y, pairs, len(names), folds, names, info))
+
+    build("T2_axis", "__all__", axis_words(groups_cfg))
+    for axis, poles in groups_cfg.items():
+        if len(poles) != 2:
+            raise ValueError(f"probe_suite.word_groups.{axis}: polarity needs exactly two poles, "
+                             f"got {list(poles)}")
+        build("T2_polarity", axis, poles)
+    if out:
+        out[0].info["skipped"] = skipped
+    return out
+
+
+def t3_targets(table: pd.DataFrame, min_count: int, min_per_class: int) -> list[tuple[str, str, np.ndarray]]:
+    """(kind, name, rows) for every relation and meta-category with enough rows of each label;
+    the rest are reported as skipped."""
+    out, skipped = [], []
+    for kind, col in (("relation", "relation"), ("meta", "meta_category")):
+        for name, idx in table.groupby(col, sort=True).indices.items():
+            labels = table["label"].to_numpy()[idx]
+            n_min = min((labels == 1).sum(), (labels == 0).sum())
+            if len(idx) >= min_count and n_min >= min_per_class:
+                out.append((kind, str(name), np.sort(idx)))
+            else:
+                skipped.append(f"{kind}:{name}")
+    if skipped:
+        log.info("T3: %d targets skipped (fewer than min_count=%d rows or %d per label): %s",
+                 len(skipped), min_count, min_per_class, skipped[:12])
+    return out
+
+
+def t3_problems(table: pd.DataFrame, cfg: T3Settings, cv: CVSettings) -> list[Problem]:
+    """Truth label per relation (target = relation) and per meta-category (target =
+    ``meta:<name>``), CV on one split, folds grouped by image and caption so the same folds
+    serve text and image features."""
+    groups_all = image_caption_groups(table)
+    y_all = table["label"].to_numpy().astype(int)
+    out = []
+    for kind, name, rows in t3_targets(table, cfg.min_count, cfg.min_per_class):
+        target = name if kind == "relation" else f"meta:{name}"
+        folds = _cv(y_all[rows], groups_all[rows], cv, f"T3 {target}")
+        out.append(Problem("T3", target, rows, y_all[rows], groups_all[rows], 2, folds,
+                           ["False", "True"]))
+    return out
+
+
+def t3_holdout_problems(train: pd.DataFrame, test: pd.DataFrame, cfg: T3Settings, cv: CVSettings,
+                        task: str) -> list[Problem]:
+    """Train -> test per relation and meta-category on stacked tables (train rows first);
+    C chosen by grouped inner CV on the training rows."""
+    both = pd.concat([train, test], ignore_index=True)
+    groups_all = image_caption_groups(both)
+    y_all = both["label"].to_numpy().astype(int)
+    n_train = len(train)
+    out = []
+    tr_targets = {(k, n): r for k, n, r in t3_targets(train, cfg.min_count, cfg.min_per_class)}
+    te_targets = {(k, n): r for k, n, r in t3_targets(test, 1, 1)}
+    for (kind, name), tr in tr_targets.items():
+        if (kind, name) not in te_targets:
+            continue
+        te = te_targets[(kind, name)] + n_train
+        rows = np.r_[tr, te]
+        y = y_all[rows]
+        inner = grouped_kfold(y[:len(tr)], groups_all[tr], cv.inner_splits, cv.seed,
+                              f"{task} {name} inner")
+        fold = Fold(0, 0, np.arange(len(tr)), np.arange(len(tr), len(rows)), inner)
+        target = name if kind == "relation" else f"meta:{name}"
+        out.append(Problem(task, target, rows, y, groups_all[rows], 2, [fold], ["False", "True"]))
+    return out

@@ -1,0 +1,57 @@
+"""The stage registry: every command ``python -m analysis <name>`` runs, the module holding its
+``main(argv) -> int``, and whether it is a DVC stage (in ``dvc.yaml``, in this order) whose wall
+time is recorded. ``__main__``, the in-process pipeline runner and a test against ``dvc.yaml``
+all read this one table; it imports nothing from the package, so nothing imports in a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One command of the package."""
+
+    name: str
+    module: str  # dotted module with ``main(argv: list[str] | None) -> int``
+    summary: str
+    dvc: bool = True  # a stage of dvc.yaml (its wall time goes to results/runtimes/<stage>.json)
+    foreach: str | None = None  # "conditions": one run per condition (``--condition NAME``)
+
+    @property
+    def timed(self) -> bool:
+        return self.dvc
+
+
+# Pipeline stages in dependency order (dvc.yaml lists them in this order, then `paper`, which
+# is Quarto's command, not ours), then the commands that are not pipeline stages.
+STAGES: tuple[Stage, ...] = (
+    Stage("vsr", "analysis.data.vsr", "download, verify and normalize the VSR annotations"),
+    Stage("templates", "analysis.data.templates", "the controlled template caption set"),
+    Stage("images", "analysis.data.images", "COCO images for the image conditions"),
+    Stage("embed", "analysis.embed.embed", "one condition's embeddings", foreach="conditions"),
+    Stage("probe_replication", "analysis.probes.probe_replication",
+          "the original project's probe, exactly"),
+    Stage("probe_suite", "analysis.probes.probe_suite", "the sound probing suite (T1-T3)"),
+    Stage("stats", "analysis.inference.stats", "intervals, paired tests and contrasts"),
+    Stage("rsa", "analysis.geometry.rsa", "representational geometry (RSA, CKA)"),
+    Stage("pipeline", "analysis.reproduce.pipeline",
+          "every pipeline stage in order, in this process (the smoke profile's runner)", dvc=False),
+    Stage("paper_check", "analysis.report.paper_check",
+          "execute the manuscript's code cells (where Quarto is absent)", dvc=False),
+    Stage("verify", "analysis.reproduce.verify",
+          "reviewer: recompute cheap stages and diff against pulled outputs", dvc=False),
+)
+
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+PIPELINE: tuple[Stage, ...] = tuple(s for s in STAGES if s.dvc)
+QUARTO_STAGE = "paper"  # the last DVC stage: `quarto render paper`
+
+
+def get(name: str) -> Stage:
+    """The stage called ``name``; KeyError names the choices."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; choose from: {', '.join(BY_NAME)}") from None

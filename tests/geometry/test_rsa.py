@@ -1,0 +1,241 @@
+"""The `rsa` stage on synthetic embeddings with planted geometry, written with save_embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import scipy.stats
+from scipy.spatial.distance import pdist
+from scipy.stats import ortho_group
+
+from analysis.geometry import rdm as geo
+from analysis.common.params import validate
+from analysis.geometry import cka as cka_mod
+from analysis.geometry import rsa
+from analysis.geometry.comparisons import COLUMNS, separation
+from analysis.common import store
+from analysis.data import templates
+from analysis.common.io import write_json, write_npy
+from analysis.data.relations import load_meta_categories
+from tests.conftest import write_fixture_split
+
+ROOT = Path(__file__).resolve().parents[2]
+META, _ = load_meta_categories()
+D = 24
+
+
+def _cfg() -> rsa.RsaSettings:
+    cfg = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["rsa"]
+    cfg.update(n_boot=60, max_pairs=20000, tau_bins=64, figure_items=20, splits=["train"],
+               layer_cka_max_items=60)
+    return validate(rsa.RsaSettings, cfg, "rsa")
+
+
+def _vectors(table: pd.DataFrame, spatial: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """sbert: order-blind bag of (random relation vector + both nouns);
+    clip_text: axis/polarity-structured relations, vertical poles far apart, horizontal ones
+    close, subject and object in different subspaces (order-aware);
+    clip_concat: clip_text rotated and scaled (same geometry)."""
+    rng = np.random.default_rng(seed)
+    rels = sorted(set(table["relation"]) | set(spatial))
+    nouns = sorted(set(table["subject"]) | set(table["object"]))
+    rand_rel = {r: rng.normal(size=D) for r in rels}
+    axis_vec = {a: 3 * rng.normal(size=D) for a in ("vertical", "horizontal", "depth")}
+    pol_vec = rng.normal(size=D)
+    strength = {"vertical": 1.5, "horizontal": 0.15, "depth": 0.8}
+    sign = {"up": 1, "down": -1, "left": 1, "right": -1, "front": 1, "back": -1}
+    struct = {}
+    for r in rels:
+        if r in spatial:
+            ax, pol = spatial[r]
+            struct[r] = axis_vec[ax] + strength[ax] * sign[pol] * pol_vec + 0.1 * rng.normal(size=D)
+        else:
+            struct[r] = rng.normal(size=D)
+    noun = {n: rng.normal(size=D) * 0.4 for n in nouns}
+    noun_obj = {n: rng.normal(size=D) * 0.4 for n in nouns}
+    rows = list(zip(table["relation"], table["subject"], table["object"]))
+    sbert = np.stack([rand_rel[r] + noun[s] + noun[o] for r, s, o in rows])
+    clip = np.stack([struct[r] + noun[s] + noun_obj[o] for r, s, o in rows])
+    Q = ortho_group.rvs(D, random_state=1)
+    return {"sbert": sbert, "clip_text": clip, "clip_concat": 2.5 * clip @ Q}
+
+
+def _meta(rows: list[str], cond: str) -> dict:
+    return {"condition": cond, "model_id": "synthetic", "revision": "0", "row_ids": rows,
+            "excluded": []}
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rsa")
+    cwd = Path.cwd()
+    import os
+    os.chdir(tmp)
+    try:
+        cfg = _cfg()
+        vsr_table = write_fixture_split("random", "train")
+        rels = sorted(set(vsr_table["relation"].value_counts().loc[lambda s: s >= 12].index))
+        tmpl = templates.generate(templates.noun_pairs(["person", "cat", "dog", "bed"]), rels, META)
+        tpath = store.table_path("templates", "all")
+        tpath.parent.mkdir(parents=True)
+        tmpl.to_parquet(tpath)
+        for variant, split, table in (("random", "train", vsr_table), ("templates", "all", tmpl)):
+            vecs = _vectors(table, cfg.spatial)
+            conds = ["sbert", "clip_text"] + (["clip_concat"] if variant == "random" else [])
+            for cond in conds:
+                X, ids = vecs[cond], table["row_id"].tolist()
+                if cond == "clip_concat":  # an image condition that lost a few rows (no image)
+                    X, ids = X[5:], ids[5:]
+                out = store.save_embeddings(cond, variant, split, {store.PRIMARY_VIEW[cond]: X},
+                                            _meta(ids, cond))
+                if variant == "templates":  # (L, N, D) layers view, laid out as the embed stage does
+                    rng = np.random.default_rng(3)
+                    lay = np.stack([X + s * rng.normal(size=X.shape) for s in (3.0, 1.0, 0.0)])
+                    write_npy(out / "layers.npy", lay.astype(np.float32))
+                    write_json(out / "meta.json", {**_meta(ids, cond),
+                                                   "views": [store.PRIMARY_VIEW[cond], "layers"]})
+        conds = ["sbert", "clip_text", "clip_image", "clip_concat"]
+        result = rsa.run(cfg, lambda key: rsa.load_stimuli(key, conds), META, progress=False)
+        rsa.write(result)
+        summary = result.summary
+        out = {name: pd.read_csv(rsa.RSA_DIR / f"{name}.csv") for name in
+               ("item_comparisons", "relation_models", "relation_best", "asymmetry",
+                "order_sensitivity", "cka_layers")}
+        out["summary"] = summary
+        out["summary_file"] = json.loads((rsa.RSA_DIR / "summary.json").read_text())
+        out["rdm_files"] = sorted(p.name for p in (rsa.RSA_DIR / "rdms").iterdir())
+        out["relations_rdm"] = pd.read_csv(rsa.RSA_DIR / "rdms" / "relations.csv")
+        out["vsr_n"] = len(vsr_table)
+        out["root"] = tmp
+        yield out
+    finally:
+        os.chdir(cwd)
+
+
+def _row(df, **kw):
+    sel = df
+    for k, v in kw.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, (kw, len(sel))
+    return sel.iloc[0]
+
+
+def test_tables_are_tidy_with_valid_cis(stage):
+    for name in ("item_comparisons", "relation_models", "asymmetry", "order_sensitivity"):
+        df = stage[name]
+        assert list(df.columns[:len(COLUMNS)]) == COLUMNS, name
+        assert len(df) > 0, name
+        ok = df.dropna(subset=["ci_low"])
+        assert (ok["ci_low"] <= ok["ci_high"] + 1e-12).all(), name
+        assert ((ok["p_value"] > 0) & (ok["p_value"] <= 1)).all(), name
+
+
+def test_missing_conditions_and_rows_are_reported(stage):
+    s = stage["summary_file"]["stimuli"]
+    assert s["templates/all"]["missing"] == ["clip_image", "clip_concat"]
+    assert s["random/train"]["missing"] == ["clip_image"]
+    assert s["random/train"]["dropped_rows"]["clip_concat"] == 5
+    assert s["random/train"]["n_stimuli"] == stage["vsr_n"] - 5
+    assert "not defined" in stage["summary_file"]["noise_ceiling"]
+
+
+def test_same_geometry_gives_rho_one_and_cka_one(stage):
+    df = stage["item_comparisons"]
+    rho = _row(df, stimuli="random/train", metric="cosine", comparison="clip_text vs clip_concat",
+               method="spearman")
+    assert rho["estimate"] == pytest.approx(1.0, abs=1e-5)
+    assert rho["ci_low"] == pytest.approx(1.0, abs=1e-4)
+    cka = _row(df, stimuli="random/train", comparison="clip_text vs clip_concat", method="linear_cka")
+    assert cka["estimate"] == pytest.approx(1.0, abs=1e-6)
+    other = _row(df, stimuli="random/train", metric="cosine", comparison="sbert vs clip_text",
+                 method="spearman")
+    assert other["estimate"] < 0.9
+    assert other["n_stimuli"] == stage["vsr_n"] - 5
+
+
+def test_item_rdm_estimates_match_direct_computation(stage):
+    """Full-pair Spearman and CKA equal scipy / the feature-space formula on the saved inputs."""
+    df = stage["item_comparisons"]
+    root = stage["root"] / store.EMBED_DIR
+    X = {c: store.load_embeddings(c, "templates", "all", root=root).X for c in ("sbert", "clip_text")}
+    row = _row(df, stimuli="templates/all", metric="correlation", comparison="sbert vs clip_text",
+               method="spearman")
+    direct = scipy.stats.spearmanr(pdist(X["sbert"], "correlation"), pdist(X["clip_text"], "correlation"))
+    assert row["estimate"] == pytest.approx(direct.statistic, abs=1e-5)
+    assert row["n_pairs"] == row["n_stimuli"] * (row["n_stimuli"] - 1) // 2 == 144 * 143 // 2
+    assert row["ci_low"] < row["estimate"] < row["ci_high"]
+    cka = _row(df, stimuli="templates/all", comparison="sbert vs clip_text", method="linear_cka")
+    assert cka["estimate"] == pytest.approx(cka_mod.linear_cka(X["sbert"], X["clip_text"]), abs=1e-9)
+    # nouns drive the order-blind bag-of-words geometry
+    noun = _row(df, stimuli="templates/all", metric="cosine", comparison="sbert vs model:noun_overlap",
+                method="spearman")
+    assert noun["ci_low"] > 0
+
+
+def test_planted_relation_geometry_is_recovered(stage):
+    fits = stage["relation_models"]
+    clip = _row(fits, stimuli="templates/all", metric="cosine", comparison="clip_text vs model:axis",
+                method="tau_a")
+    assert clip["ci_low"] > 0.1
+    diff = _row(fits, stimuli="templates/all", metric="cosine",
+                comparison="(sbert vs model:axis) - (clip_text vs model:axis)", method="tau_a_difference")
+    assert diff["ci_high"] < 0
+    best = stage["relation_best"]
+    b = _row(best, stimuli="templates/all", metric="cosine", condition="clip_text", method="tau_a_difference")
+    assert b["best"] in ("axis", "polarity")
+    assert 0 <= b["p_best"] <= 1
+
+
+def test_vertical_separates_more_than_horizontal_in_planted_condition(stage):
+    a = stage["asymmetry"]
+    r = _row(a, stimuli="templates/all", metric="cosine", comparison="clip_text",
+             method="vertical_minus_horizontal")
+    assert r["ci_low"] > 0
+    v = _row(a, stimuli="templates/all", metric="cosine", comparison="clip_text", method="vertical_separation")
+    h = _row(a, stimuli="templates/all", metric="cosine", comparison="clip_text", method="horizontal_separation")
+    assert v["estimate"] - h["estimate"] == pytest.approx(r["estimate"])
+
+
+def test_order_sensitivity(stage):
+    o = stage["order_sensitivity"]
+    per_rel = o[(o["method"] == "order_distance") & (o["metric"] == "cosine")]
+    blind = per_rel[per_rel["comparison"] == "sbert"]
+    aware = per_rel[per_rel["comparison"] == "clip_text"]
+    assert len(blind) == len(aware) > 5
+    assert np.allclose(blind["estimate"], 0, atol=1e-6)  # bag of nouns: order invisible
+    assert (aware["ci_low"] > 0).all()
+    ratio = _row(o, metric="cosine", comparison="clip_text", method="order_to_synonym_ratio")
+    assert ratio["h0"] == "=1"
+    d = _row(o, metric="cosine", comparison="sbert - clip_text", method="order_distance_mean_difference")
+    assert d["ci_high"] < 0
+
+
+def test_layer_cka_and_rdm_outputs(stage):
+    lay = stage["cka_layers"]
+    self_map = lay[(lay.condition_a == "sbert") & (lay.condition_b == "sbert")]
+    assert len(self_map) == 9
+    assert np.allclose(self_map[self_map.layer_a == self_map.layer_b]["cka"], 1.0, atol=1e-5)
+    cross = lay[(lay.condition_a == "clip_text") & (lay.condition_b == "sbert")]
+    assert len(cross) == 9
+    files = stage["rdm_files"]
+    assert "templates_all__sbert__cosine.npy" in files and "random_train__items.csv" in files
+    rel = stage["relations_rdm"]
+    sub = rel[(rel.stimuli == "templates/all") & (rel.condition == "clip_text") & (rel.metric == "cosine")]
+    n = sub["relation_a"].nunique()
+    assert len(sub) == n * n
+    assert np.allclose(sub[sub.relation_a == sub.relation_b]["distance"], 0, atol=1e-6)
+
+
+def test_separation_by_hand():
+    rels = ["above", "below", "left of", "right of"]
+    spatial = {"above": ["vertical", "up"], "below": ["vertical", "down"],
+               "left of": ["horizontal", "left"], "right of": ["horizontal", "right"]}
+    Dm = geo.square(np.array([4.0, 1, 1, 1, 1, 2]))  # pairs (0,1)=4 ... (2,3)=2
+    assert separation(Dm, rels, spatial, "vertical") == pytest.approx(4 / (10 / 6))
+    assert separation(Dm, rels, spatial, "horizontal") == pytest.approx(2 / (10 / 6))
+    assert np.isnan(separation(Dm, rels, spatial, "depth"))

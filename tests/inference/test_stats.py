@@ -1,0 +1,224 @@
+"""Tests for the `stats` stage on synthetic OOF predictions with known effects."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import f1_score
+
+from analysis.inference import stats as stats_stage
+
+RELATIONS = {"above": "Projective", "below": "Projective", "left of": "Projective",
+             "right of": "Projective", "near": "Proximity", "on": "Topological"}
+VERTICAL = {"above", "below"}
+ROWS_PER_RELATION = 60
+
+
+def _vsr_table() -> pd.DataFrame:
+    rels = np.repeat(list(RELATIONS), ROWS_PER_RELATION)
+    n = len(rels)
+    return pd.DataFrame({"row_id": [f"random/train/{i + 1:05d}" for i in range(n)], "line": np.arange(1, n + 1),
+                         "relation": rels, "meta_category": [RELATIONS[r] for r in rels],
+                         "label": np.random.default_rng(0).integers(0, 2, n),
+                         "caption": [f"cap {i // 2}" for i in range(n)]})
+
+
+def _noisy(rng, y, accuracy, n_classes=2):
+    wrong = (y + rng.integers(1, n_classes, len(y))) % n_classes
+    return np.where(rng.random(len(y)) < accuracy, y, wrong)
+
+
+def _oof(table: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """T3: truth probe per relation; clip_text beats sbert by a lot on vertical relations only.
+    T3_control: the same rows with labels random per group. T1: multiclass, sbert only.
+    T2_polarity: up/down and left/right, each repeat (held-out word) predicting its own rows."""
+    rng = np.random.default_rng(seed)
+    frames: dict[str, list[pd.DataFrame]] = {"T3": [], "T3_control": [], "T1": [], "T2_polarity": []}
+    groups = "cap:" + table["caption"]
+
+    def block(task, cond, layer, target, idx, y, acc, n_classes=2, held=None):
+        out = []
+        for repeat in range(2):
+            if held is not None:  # T2: this repeat's test rows are its held-out words' rows
+                idx_r, y_r = idx[held == repeat], y[held == repeat]
+                out += block(task, cond, layer, target, idx_r, y_r, acc)[repeat:repeat + 1]
+                out[-1]["repeat"] = repeat
+                continue
+            pred = _noisy(rng, y, acc, n_classes)
+            score = np.clip(0.5 + (2 * pred - 1) * rng.uniform(0.05, 0.5, len(y)), 0, 1)
+            out.append(pd.DataFrame({"task": task, "condition": cond, "layer": layer, "target": target,
+                                     "repeat": repeat, "row_id": table["row_id"].to_numpy()[idx],
+                                     "group": groups.to_numpy()[idx], "fold": rng.integers(0, 5, len(idx)),
+                                     "y_true": y, "y_pred": pred, "score": score, "C": 1.0}))
+        return out
+
+    for rel in RELATIONS:
+        idx = np.flatnonzero(table["relation"].to_numpy() == rel)
+        y = table["label"].to_numpy()[idx]
+        for cond, acc in (("clip_text", 0.97 if rel in VERTICAL else 0.7), ("sbert", 0.7)):
+            for layer in (-1, 0):
+                frames["T3"] += block("T3", cond, layer, rel, idx, y, acc)
+            ctrl_y = pd.Series(rng.integers(0, 2, len(idx))).groupby(groups.to_numpy()[idx]).transform("first")
+            frames["T3_control"] += block("T3_control", cond, -1, rel, idx, ctrl_y.to_numpy(), 0.5)
+    y_rel = pd.factorize(table["relation"])[0]
+    frames["T1"] += block("T1", "sbert", -1, "__all__", np.arange(len(table)), y_rel, 0.6, len(RELATIONS))
+    rel = table["relation"].to_numpy()
+    for axis, (pos, neg) in {"vertical": ("above", "below"), "horizontal": ("left of", "right of")}.items():
+        idx = np.flatnonzero(np.isin(rel, [pos, neg]))
+        y = (rel[idx] == pos).astype(int)
+        held = (np.arange(len(idx)) % 4 < 2).astype(int)  # two "word" assignments, disjoint rows
+        for cond, acc in (("clip_text", 0.97 if axis == "vertical" else 0.75), ("sbert", 0.75)):
+            frames["T2_polarity"] += block("T2_polarity", cond, -1, axis, idx, y, acc, held=held)
+    return {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch, repo_root):
+    """A repo-shaped tmp dir with a VSR table, OOF files and the smoke params (stats section)."""
+    monkeypatch.chdir(tmp_path)
+    table = _vsr_table()
+    (tmp_path / "data/vsr/random").mkdir(parents=True)
+    table.to_parquet(tmp_path / "data/vsr/random/train.parquet")
+    oof_dir = tmp_path / "results/probes/suite/oof"
+    oof_dir.mkdir(parents=True)
+    for task, df in _oof(table).items():
+        df.to_parquet(oof_dir / f"{task}.parquet")
+    params = yaml.safe_load((repo_root / "params.smoke.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"stats": params["stats"]}))
+    return tmp_path
+
+
+def test_stage_outputs_and_known_effects(workspace):
+    assert stats_stage.main(["--params", "params.yaml"]) == 0
+    out = workspace / "results/stats"
+    tables = {name: pd.read_csv(out / f"{name}.csv")
+              for name in ("scores", "comparisons", "meta_categories", "asymmetry", "selectivity")}
+    for name, df in tables.items():
+        assert list(df.columns[:len(stats_stage.TIDY)]) == stats_stage.TIDY, name
+        assert not df.duplicated(["task", "condition", "layer", "target", "metric"]).any(), name
+        assert ((df["ci_low"] <= df["estimate"] + 1e-12) & (df["estimate"] <= df["ci_high"] + 1e-12)).all(), name
+
+    # scores: the estimate is sklearn's macro F1 averaged over repeats, from the raw OOF file
+    scores = tables["scores"]
+    raw = pd.read_parquet(workspace / "results/probes/suite/oof/T3.parquet")
+    one = raw[(raw["condition"] == "sbert") & (raw["layer"] == -1) & (raw["target"] == "near")]
+    expect = np.mean([f1_score(d["y_true"], d["y_pred"], average="macro") for _, d in one.groupby("repeat")])
+    row = scores.query("task == 'T3' and condition == 'sbert' and layer == -1 and target == 'near' "
+                       "and metric == 'macro_f1'").iloc[0]
+    assert row["estimate"] == pytest.approx(expect) and row["n"] == ROWS_PER_RELATION
+    assert row["n_groups"] == ROWS_PER_RELATION // 2 and row["n_repeats"] == 2
+    assert set(scores.query("layer == 0")["metric"]) == {"macro_f1"}  # layer_metrics
+    assert set(scores.query("task == 'T1'")["metric"]) == {"macro_f1", "accuracy"}  # no AUPRC for multiclass
+    t1 = scores.query("task == 'T1' and metric == 'macro_f1'").iloc[0]
+    assert t1["chance_stratified"] == pytest.approx(1 / len(RELATIONS))
+
+    # comparisons: clip_text - sbert at the primary layer, large on vertical relations only
+    comp = tables["comparisons"].query("task == 'T3' and metric == 'macro_f1'")
+    assert set(comp["condition"]) == {"clip_text - sbert"} and set(comp["layer"]) == {-1}
+    assert len(comp) == len(RELATIONS)
+    vert = comp[comp["target"].isin(VERTICAL)]
+    assert (vert["estimate"] > 0.1).all() and (vert["ci_low"] > 0).all() and (vert["p_holm"] < 0.05).all()
+    assert (comp["p_holm"] >= comp["p_value"] - 1e-12).all() and (comp["p_bh"] <= comp["p_holm"] + 1e-12).all()
+    assert comp["estimate"].to_numpy() == pytest.approx((comp["estimate_a"] - comp["estimate_b"]).to_numpy())
+    assert tables["comparisons"].query("task == 'T1'").empty  # clip_text has no T1 probe: nothing filled
+
+    # meta-categories: the mean over member relations of the per-relation scores
+    meta = tables["meta_categories"].query("task == 'T3' and condition == 'sbert' and metric == 'macro_f1'")
+    proj = meta[meta["target"] == "Projective"].iloc[0]
+    per_rel = scores.query("task == 'T3' and condition == 'sbert' and layer == -1 and metric == 'macro_f1'")
+    members = [r for r, c in RELATIONS.items() if c == "Projective"]
+    assert proj["estimate"] == pytest.approx(per_rel[per_rel["target"].isin(members)]["estimate"].mean())
+    assert proj["n_targets"] == 4 and proj["n"] == 4 * ROWS_PER_RELATION
+    diff = tables["meta_categories"].query("task == 'T3' and condition == 'clip_text - sbert' and "
+                                           "target == 'Projective' and metric == 'macro_f1'").iloc[0]
+    assert diff["estimate"] == pytest.approx(comp[comp["target"].isin(members)]["estimate"].mean())
+    assert diff["ci_low"] > 0  # vertical relations carry a large clip_text advantage
+    assert tables["meta_categories"].query("task == 'T3_control'").empty
+
+    # asymmetry: vertical advantage of clip_text, sides cut to equal size
+    asym = tables["asymmetry"].query("task == 'T3' and metric == 'macro_f1'").iloc[0]
+    assert asym["estimate"] > 0.1 and asym["ci_low"] > 0 and asym["p_value"] < 0.05
+    assert asym["n_vertical"] == asym["n_horizontal"] == 2 * ROWS_PER_RELATION
+
+    # T2: repeats (held-out-word assignments) predict different rows; sides are named targets
+    t2 = tables["scores"].query("task == 'T2_polarity' and condition == 'sbert' and target == 'vertical' "
+                                "and metric == 'macro_f1'").iloc[0]
+    assert t2["n"] == 2 * ROWS_PER_RELATION and t2["n_repeats"] == 2
+    raw2 = pd.read_parquet(workspace / "results/probes/suite/oof/T2_polarity.parquet").query(
+        "condition == 'sbert' and target == 'vertical'")
+    assert t2["estimate"] == pytest.approx(np.mean([f1_score(d["y_true"], d["y_pred"], average="macro")
+                                                    for _, d in raw2.groupby("repeat")]))
+    asym2 = tables["asymmetry"].query("task == 'T2_polarity' and metric == 'macro_f1'").iloc[0]
+    assert asym2["vertical_targets"] == "vertical" and asym2["horizontal_targets"] == "horizontal"
+    assert asym2["estimate"] > 0.1 and asym2["ci_low"] > 0
+
+    # selectivity: task minus control on the same rows
+    sel = tables["selectivity"].query("metric == 'macro_f1'")
+    assert len(sel) == 2 * len(RELATIONS) and set(sel["task"]) == {"T3"}
+    assert sel["estimate"].to_numpy() == pytest.approx((sel["estimate_task"] - sel["estimate_control"]).to_numpy())
+    assert (sel["estimate"] > 0).all()
+
+    report = json.loads((out / "report.json").read_text())
+    assert any(m.startswith("asymmetry T1_ovr: no OOF") for m in report["missing"])
+    assert not any(m.startswith("asymmetry T2_polarity") for m in report["missing"])
+    metrics = json.loads((workspace / "results/metrics.json").read_text())["stats"]
+    assert metrics["asymmetry"]["T3"]["macro_f1"]["estimate"] == pytest.approx(asym["estimate"])
+    assert metrics["comparisons"]["T3"]["clip_text - sbert macro_f1"]["n_targets"] == len(RELATIONS)
+
+
+def test_rerun_is_deterministic(workspace):
+    stats_stage.main(["--params", "params.yaml"])
+    first = (workspace / "results/stats/comparisons.csv").read_text()
+    stats_stage.main(["--params", "params.yaml"])
+    assert (workspace / "results/stats/comparisons.csv").read_text() == first
+
+
+def test_null_scores_give_pvalues(workspace):
+    rows = [{"task": "T3", "condition": "clip_text", "layer": -1, "target": "above", "metric": "macro_f1",
+             "permutation": i, "estimate": e} for i, e in enumerate(np.linspace(0.3, 0.6, 19))]
+    pd.DataFrame(rows).to_parquet(workspace / stats_stage.NULL_PATH)
+    stats_stage.main(["--params", "params.yaml"])
+    scores = pd.read_csv(workspace / "results/stats/scores.csv")
+    row = scores.query("task == 'T3' and condition == 'clip_text' and layer == -1 and target == 'above' "
+                       "and metric == 'macro_f1'").iloc[0]
+    assert row["p_value"] == pytest.approx(1 / 20) and row["n_null"] == 19  # beats all 19 nulls
+    assert scores.query("target == 'below'")["p_value"].isna().all()  # no null: no p-value invented
+
+
+def test_bad_oof_is_a_clear_error(tmp_path):
+    table = _vsr_table()
+    df = _oof(table)["T1"]
+    df.drop(columns=["C"]).to_parquet(tmp_path / "T1.parquet")
+    with pytest.raises(ValueError, match=r"T1\.parquet: missing columns \['C'\]"):
+        stats_stage.read_oof(tmp_path)
+    dup = pd.concat([df, df.iloc[:1]])  # a row predicted twice in one repeat
+    dup.to_parquet(tmp_path / "T1.parquet")
+    with pytest.raises(ValueError, match="appears twice in repeat 0"):
+        stats_stage.to_predictions(stats_stage.read_oof(tmp_path), ("T1", "sbert", -1, "__all__"))
+    flip = df.copy()
+    flip.loc[flip.index[-1], "y_true"] = (flip["y_true"].iloc[-1] + 1) % len(RELATIONS)  # label differs by repeat
+    flip.to_parquet(tmp_path / "T1.parquet")
+    with pytest.raises(ValueError, match="differs between repeats"):
+        stats_stage.to_predictions(stats_stage.read_oof(tmp_path), ("T1", "sbert", -1, "__all__"))
+    assert stats_stage.base_task("T1_control_ovr") == "T1_ovr" and stats_stage.base_task("T3") is None
+    with pytest.raises(FileNotFoundError, match="probe_suite"):
+        stats_stage.read_oof(tmp_path / "nowhere")
+
+
+def test_to_predictions_sorts_items_and_links_groups_across_repeats():
+    df = pd.DataFrame({"row_id": ["r2", "r1", "r3", "r1", "r2", "r3"], "repeat": [0, 0, 0, 1, 1, 1],
+                       "group": ["g2", "g1", "g3", "g1", "g9", "g3"],  # r2: g2 in repeat 0, g9 in repeat 1
+                       "y_true": [1, 0, 1, 0, 1, 1], "y_pred": [1, 1, 0, 0, 1, 1],
+                       "score": [0.9, 0.6, 0.4, 0.2, 0.8, 0.7]})
+    df = df.astype({"row_id": "category", "group": "category"})
+    pred = stats_stage.to_predictions(df, ("T", "c", -1, "t"))
+    codes = dict(zip(df["row_id"].cat.categories, range(3)))
+    np.testing.assert_array_equal(pred.repeat, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(pred.rows, [codes["r1"], codes["r2"], codes["r3"]] * 2)
+    np.testing.assert_array_equal(pred.score, [0.6, 0.9, 0.4, 0.2, 0.8, 0.7])
+    g = pred.groups
+    assert g[1] == g[4] and len({g[0], g[1], g[2]}) == 3  # g2 and g9 merged (both hold r2), others apart

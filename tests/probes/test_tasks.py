@@ -1,0 +1,111 @@
+"""Task construction: rows, labels and folds of T1-T3, control labels and permutations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.data.groups import noun_pair_groups
+from analysis.probes.tasks import (control_labels, permuted_labels, t1_problems, t2_problems,
+                            t3_holdout_problems, t3_problems)
+from analysis.data.relations import load_meta_categories
+from analysis.data.vsr_format import normalize, read_split
+from analysis.probes.settings import CVSettings, T1Settings, T2Settings, T3Settings
+
+CV = CVSettings(n_splits=3, n_repeats=2, inner_splits=2, seed=0)
+WORDS = {"vertical": {"up": ["above", "over", "on top of"], "down": ["below", "under", "beneath"]},
+         "horizontal": {"left": ["left of", "at the left side of"],
+                        "right": ["right of", "at the right side of"]},
+         "depth": {"front": ["in front of", "ahead of"], "back": ["behind", "at the back of"]}}
+
+
+def fixture_table(fixture_vsr, variant="random", split="train"):
+    meta, _ = load_meta_categories()
+    path = fixture_vsr / variant / f"{split}.jsonl"
+    return normalize(read_split(path.read_bytes().splitlines(), meta, file=str(path)), variant, split)
+
+
+def test_control_labels_keep_class_balance_and_are_fixed_per_group():
+    rng = np.random.default_rng(0)
+    groups = np.array([f"g{i}" for i in rng.integers(0, 400, size=3000)])
+    y = rng.choice(4, size=3000, p=[0.5, 0.25, 0.15, 0.1])
+    c = control_labels(y, groups, seed=1)
+    max_group = pd.Series(groups).value_counts().max()
+    assert np.abs(np.bincount(c, minlength=4) - np.bincount(y, minlength=4)).max() <= max_group
+    assert (pd.DataFrame({"g": groups, "c": c}).groupby("g")["c"].nunique() == 1).all()
+    assert (c != y).mean() > 0.4  # unrelated to the real labels
+    np.testing.assert_array_equal(c, control_labels(y, groups, seed=1))  # deterministic
+
+
+def test_permutations_shuffle_within_groups_only():
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 30, size=500)
+    y = rng.integers(0, 2, size=500)
+    P = permuted_labels(y, groups, 200, seed=0)
+    for g in np.unique(groups):
+        m = groups == g
+        assert (P[m].sum(0) == y[m].sum()).all()
+    assert (P != y[:, None]).any(0).mean() > 0.95
+    # each row's label varies over permutations as its group allows
+    assert P.std(1)[np.isin(groups, groups[:5])].mean() > 0
+
+
+def test_t1_one_vs_rest_matches_multiclass_and_folds_group_noun_pairs(fixture_vsr):
+    table = fixture_table(fixture_vsr)
+    probs = t1_problems(table, T1Settings(min_count=12), CV)
+    multi, ovr = probs[0], probs[1:]
+    kept = table["relation"].value_counts()
+    assert multi.classes == sorted(kept.index[kept >= 12])
+    assert set(table["relation"].iloc[multi.rows]) == set(multi.classes)
+    pairs, _ = noun_pair_groups(table.iloc[multi.rows])
+    for p in ovr:
+        np.testing.assert_array_equal(p.y, (multi.y == multi.classes.index(p.target)).astype(int))
+        assert p.folds is multi.folds
+    for fold in multi.folds:
+        assert not set(pairs[fold.train]) & set(pairs[fold.test])
+    control = t1_problems(table, T1Settings(min_count=12), CV, control_seed=3, ovr=False)
+    assert len(control) == 1 and control[0].task == "T1_control"
+    np.testing.assert_array_equal(np.bincount(control[0].y, minlength=12) > 0,
+                                  np.ones(12, bool))
+
+
+def test_t2_tests_on_held_out_words_and_reports_unusable_groups(fixture_vsr):
+    table = fixture_table(fixture_vsr)
+    probs = t2_problems(table, T2Settings(word_groups=WORDS, max_assignments=None), CV)
+    names = {f"{p.task}:{p.target}" for p in probs}
+    # the fixture lacks 'ahead of' and 'at the back of': depth cannot hold out a word
+    assert "T2_polarity:depth" not in names and "T2_polarity:vertical" in names
+    assert probs[0].info["skipped"]
+    rel = table["relation"].to_numpy()
+    for p in probs:
+        words = rel[p.rows]
+        for fold in p.folds:
+            test_words, train_words = set(words[fold.test]), set(words[fold.train])
+            assert test_words and not test_words & train_words
+            assert len(test_words) == p.n_classes  # one held-out word per class
+    axis = next(p for p in probs if p.task == "T2_axis")
+    assert axis.classes == ["vertical", "horizontal", "depth"]  # depth: 'in front of', 'behind'
+    assert axis.info["assignments"] == 6 * 4 * 2
+
+
+def test_t3_targets_and_holdout_stack_train_then_test(fixture_vsr):
+    table = fixture_table(fixture_vsr)
+    probs = t3_problems(table, T3Settings(min_count=12, min_per_class=3), CV)
+    assert any(p.target.startswith("meta:") for p in probs)
+    for p in probs:
+        assert len(p.rows) >= 12 and min(np.bincount(p.y)) >= 3
+        np.testing.assert_array_equal(p.y, table["label"].to_numpy()[p.rows])
+    test = fixture_table(fixture_vsr, split="test")
+    hold = t3_holdout_problems(table, test, T3Settings(min_count=12, min_per_class=3), CV, "T3_h")
+    assert hold
+    for p in hold:
+        fold = p.folds[0]
+        assert (p.rows[fold.train] < len(table)).all() and (p.rows[fold.test] >= len(table)).all()
+        for itr, ite in fold.inner:
+            assert np.isin(np.r_[itr, ite], fold.train).all()
+
+
+def test_t1_needs_enough_relations(fixture_vsr):
+    with pytest.raises(ValueError, match="min_count"):
+        t1_problems(fixture_table(fixture_vsr), T1Settings(min_count=10_000), CV)

@@ -1,0 +1,220 @@
+"""The reviewer's path end to end: the offline smoke pipeline's outputs are committed to DVC and
+pushed to a local remote, that folder is served over HTTP on 127.0.0.1, a fresh git clone
+points the `public` remote at it, pulls, finds `dvc status` clean, and executes the manuscript
+to the same numbers; a remote missing one object gives an error naming the output. Also the
+pieces of `make verify` on hand-made tables."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.reproduce import verify
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+       "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+       "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+ENV.pop("SPATIAL_PAPER_ROOT", None)
+# Pipeline stages the author runs (default: all). The statistics stages take minutes on a busy
+# 2-core machine; `REVIEWER_PATH_STAGES="vsr templates images embed probe_replication"` checks
+# the DVC mechanics alone.
+RUN = os.environ.get("REVIEWER_PATH_STAGES", "").split()
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}) in {cwd}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def copy_worktree(dst: Path) -> None:
+    """The files git would commit here (tracked and untracked-but-not-ignored), as a new repo."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        src = ROOT / name
+        if src.is_file() and not name.startswith(("results/", "data/")):  # outputs: made here
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+
+
+class Server:
+    """A static HTTP server on 127.0.0.1 (an ephemeral port) over one folder."""
+
+    def __init__(self, directory: Path):
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def paper_prose(repo: Path) -> str:
+    sh(sys.executable, "-m", "analysis", "paper_check", cwd=repo)
+    return (repo / "paper/_check/index.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """The author's side: smoke outputs committed to DVC and git, pushed to a local remote."""
+    tmp = tmp_path_factory.mktemp("reviewer")
+    author = tmp / "author"
+    author.mkdir()
+    copy_worktree(author)
+    shutil.copyfile(author / "params.smoke.yaml", author / "params.yaml")
+    sh("git", "init", "-q", "-b", "main", cwd=author)
+    sh(sys.executable, "-m", "analysis", "pipeline", "--params", "params.yaml",
+       *(["--only", *RUN] if RUN else []), cwd=author)
+    stages = [s for s in sh("dvc", "stage", "list", "--name-only", cwd=author).stdout.split()
+              if s != "paper" and (not RUN or s.split("@")[0] in RUN)]
+    sh("dvc", "commit", "-f", "-q", *stages, cwd=author)
+    sh("git", "add", "-A", cwd=author)
+    sh("git", "commit", "-q", "-m", "smoke outputs", cwd=author)
+    storage = tmp / "storage"
+    sh("dvc", "remote", "modify", "--local", "local", "url", str(storage), cwd=author)
+    sh("dvc", "push", "-q", "-r", "local", "--run-cache", cwd=author)
+    server = Server(storage)
+    yield tmp, author, storage, server, paper_prose(author), stages
+    server.close()
+
+
+def clone(published, name: str) -> Path:
+    tmp, author, _, server, *_ = published
+    repo = tmp / name
+    sh("git", "clone", "-q", str(author), str(repo), cwd=tmp)
+    # what a reviewer runs when the published URL moved; the publisher runs it without --local
+    sh("dvc", "remote", "modify", "--local", "public", "url", server.url, cwd=repo)
+    return repo
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # includes the whole smoke pipeline (the module fixture)
+def test_fresh_clone_pulls_and_renders_the_same_numbers(published):
+    *_, author_prose, stages = published
+    repo = clone(published, "clone")
+    assert not (repo / "results/probes/replication/summary.csv").exists()
+    # the paper stage is not part of the smoke run here (no Quarto), so pull the stages that ran
+    sh("dvc", "pull", "-q", *stages, cwd=repo)
+    status = sh(sys.executable, "-m", "analysis", "verify", "--status", "--targets", *stages,
+                cwd=repo, check=False)
+    assert status.returncode == 0, status.stderr
+    assert paper_prose(repo) == author_prose
+    summary = pd.read_csv(repo / "results/probes/replication/summary.csv")
+    assert f"{summary['mean'].iloc[0]:.3f}" in author_prose
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_verify_recomputes_to_the_pulled_outputs(published):
+    repo = clone(published, "verify")
+    sh("dvc", "pull", "-q", *published[-1], cwd=repo)
+    proc = sh(sys.executable, "-m", "analysis", "verify", "--stages", "probe_replication",
+              cwd=repo, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "results/probes/replication/summary.csv" in proc.stdout
+
+
+@pytest.mark.slow
+def test_remote_missing_an_object_names_the_output(published):
+    storage = published[2]
+    repo = clone(published, "broken")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    [dir_md5] = [o["md5"] for o in lock["stages"]["probe_replication"]["outs"]
+                 if o["path"] == "results/probes/replication"]
+    # drop the object of one file inside the replication output from the remote
+    listing = storage / "files/md5" / dir_md5[:2] / dir_md5[2:]
+    victim = next(e for e in json.loads(listing.read_text()) if e["relpath"] == "summary.csv")
+    obj = storage / "files/md5" / victim["md5"][:2] / victim["md5"][2:]
+    assert obj.exists()
+    obj.rename(obj.with_suffix(".gone"))
+    try:
+        proc = sh(sys.executable, "-m", "analysis", "verify", "--pull", "--targets",
+                  *published[-1], cwd=repo, check=False)
+    finally:
+        obj.with_suffix(".gone").rename(obj)
+    assert proc.returncode != 0
+    assert "the remote lacks these outputs:\n  results/probes/replication/summary.csv" \
+        in proc.stderr
+
+
+# --------------------------------------------------------------------------- verify pieces
+
+
+def test_compare_frames_reports_worst_numeric_and_any_text_difference():
+    a = pd.DataFrame({"relation": ["on", "near"], "f1": [0.5, 0.25], "n": [3, 4]})
+    worst, cells, note = verify.compare_frames(a, a.assign(f1=[0.5, 0.2501]), 0)
+    assert worst == pytest.approx(1e-4) and cells == 6 and note == ""
+    worst, _, note = verify.compare_frames(a, a.assign(relation=["on", "far"]), 0)
+    assert np.isinf(worst) and "row 1 'near' vs 'far'" in note
+    assert "rows differ" in verify.compare_frames(a, a.iloc[:1], 0)[2]
+
+
+def test_compare_json_skips_timings_only():
+    a = {"timings_s": {"sbert": 3.8}, "rows": 240, "run": {"elapsed": 1.0}, "f1": 0.5}
+    b = {"timings_s": {"sbert": 26.6}, "rows": 240, "run": {"elapsed": 9.0}, "f1": 0.5}
+    assert verify.compare_json(a, b) == (0.0, 2, "")
+    assert verify.compare_json(a, {**b, "rows": 241})[2] == "rows: 240 vs 241"
+
+
+def test_compare_trees_flags_missing_and_out_of_tolerance(tmp_path):
+    pulled, new = tmp_path / "pulled", tmp_path / "new"
+    for root, x in ((pulled, 0.5), (new, 0.5 + 2e-9)):
+        (root / "out").mkdir(parents=True)
+        pd.DataFrame({"x": [x]}).to_csv(root / "out/a.csv", index=False)
+        (root / "m.json").write_text(json.dumps({"mean": x, "n": 3}))
+    pd.DataFrame({"x": [1.0]}).to_csv(pulled / "out/only_pulled.csv", index=False)
+    diffs = {d.file: d for d in verify.compare_trees("s", ["out", "m.json"], pulled, new, 1e-9)}
+    assert diffs["out/a.csv"].status == "DIFFERENT"
+    assert diffs["out/a.csv"].max_abs_diff == pytest.approx(2e-9)
+    assert diffs["out/only_pulled.csv"].status == "MISSING (recomputed)"
+    loose = verify.compare_trees("s", ["m.json"], pulled, new, 1e-6)
+    assert [d.status for d in loose] == ["ok"]
+    table = verify.format_table(list(diffs.values()))
+    assert "MISSING (recomputed)" in table and "out/a.csv" in table
+
+
+def test_name_missing_maps_hashes_to_outputs_and_files_in_folders():
+    lock = {"stages": {"a": {"outs": [{"path": "results/a.json", "md5": "1" * 32}]},
+                       "b": {"outs": [{"path": "results/b", "md5": "2" * 32 + ".dir"}]}}}
+    listings = {"2" * 32: [{"relpath": "x.csv", "md5": "3" * 32},
+                           {"relpath": "y.csv", "md5": "4" * 32}]}
+    assert verify.name_missing(["4" * 32, "1" * 32], lock, listings.get) == [
+        "results/a.json", "results/b/y.csv"]
+    assert verify.name_missing(["2" * 32], lock, listings.get) == ["results/b"]
+    assert verify.name_missing(["5" * 32], lock, listings.get) == []
+
+
+def test_status_ignores_only_undistributed_outputs():
+    dvc_yaml = {"stages": {"images": {"outs": [{"data/images": {"cache": False, "persist": True}},
+                                               "results/images/manifest.csv"]}}}
+    ignorable = verify.uncached_outputs(dvc_yaml)
+    assert ignorable == {"data/images"}
+    status = {"images": [{"changed outs": {"data/images": "deleted"}}],
+              "probe_replication": [{"changed deps": {"results/embeddings": "modified"}}]}
+    assert verify.status_problems(status, ignorable) == [
+        "probe_replication: changed deps results/embeddings modified"]
