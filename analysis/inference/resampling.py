@@ -191,7 +191,13 @@ def _macro_f1_w(y, p, s, W, units) -> np.ndarray:
     tp, n_pred, n_true = counts[:, :k], counts[:, k:2 * k], counts[:, 2 * k:]
     denom = n_pred + n_true  # = 2 TP + FP + FN
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return f1.mean(axis=1)
+    # A class with no weight at all in a resample (neither true nor predicted) has no F1: it is
+    # left out of that resample's mean instead of counting as 0, so the label set is the full
+    # data's (every class present at unit weights) and a resample missing a class is not biased
+    # down. At unit weights every class is defined, so this equals sklearn's macro F1.
+    defined = denom > 0
+    n_def = defined.sum(axis=1)
+    return np.divide(f1.sum(axis=1), n_def, out=np.full(len(f1), np.nan), where=n_def > 0)
 
 
 def _accuracy_w(y, p, s, W, units) -> np.ndarray:
@@ -238,26 +244,6 @@ def _auprc_w(y, p, s, Wt, units) -> np.ndarray:
         out[lo:lo + chunk] = np.divide(np.sum(gain * precision, axis=0), total,
                                        out=np.full(len(total), np.nan), where=total > 0)
     return out
-
-
-def chance_levels(metric: str, y_true: np.ndarray) -> dict[str, float]:
-    """What trivial predictors score: always the majority class, and guessing with the class
-    priors (expected value). For AUPRC both equal the positive rate (an uninformative score)."""
-    y = np.asarray(y_true).ravel()
-    classes, counts = np.unique(y, return_counts=True)
-    prior = counts / counts.sum()
-    if metric == "macro_f1":
-        # always the majority class: its F1 is 2p/(1 + p) (precision p, recall 1), others 0
-        majority = 2 * prior.max() / (1 + prior.max()) / len(classes)
-        stratified = 1.0 / len(classes)  # prior-matched guessing: F1_k ≈ p_k (large n); mean over k
-    elif metric == "accuracy":
-        majority, stratified = prior.max(), float(np.sum(prior ** 2))
-    elif metric == "auprc":
-        majority = stratified = float(np.mean(y == 1))
-    else:
-        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-    return {"chance_majority": float(majority), "chance_stratified": float(stratified),
-            "chance": float(max(majority, stratified))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +400,10 @@ def paired_bootstrap_ci(a: Predictions, b: Predictions, metric: str, n_resamples
     def stat(W: np.ndarray) -> np.ndarray:
         return metric_weighted(metric, a, W, codes) - metric_weighted(metric, b, W, codes)
 
-    lo, hi = _resample_stat(stat, theta, codes, a.y_true, n_resamples, seed, level, method)
+    # strata: a's classes, or (a's class, b's class) pairs when the labels differ (a task and its
+    # control task), so neither side's classes can vanish from a resample
+    strata = a.y_true if same_labels else a.y_true * (int(b.y_true.max()) + 1) + b.y_true
+    lo, hi = _resample_stat(stat, theta, codes, strata, n_resamples, seed, level, method)
     return Estimate(metric, theta, lo, hi, a.n, n_groups, n_resamples, level, method)
 
 
@@ -440,20 +429,20 @@ def paired_permutation_pvalue(a: Predictions, b: Predictions, metric: str,
     return (1 + exceed) / (1 + n_permutations)
 
 
-def null_pvalue(observed: float, null_scores: Sequence[float], alternative: str = "greater") -> float:
-    """p-value of an observed score against scores of probes fit on permuted labels, with the
-    add-one correction (the observed labelling counts as one permutation)."""
-    null = np.asarray(null_scores, dtype=float)
+def permutation_pvalue(observed: float, null: Sequence[float], exact: bool) -> float:
+    """One-sided p-value of ``observed`` against the statistic under permutations: the share of
+    permutations at least as large when they are exhaustive (they include the observed
+    labelling), else the add-one estimate (the observed labelling counts as one)."""
+    null = np.asarray(null, dtype=float)
     null = null[np.isfinite(null)]
     if not len(null) or not np.isfinite(observed):
         return float("nan")
-    if alternative == "greater":
-        k = np.sum(null >= observed - 1e-12)
-    elif alternative == "two-sided":
-        k = np.sum(np.abs(null - null.mean()) >= abs(observed - null.mean()) - 1e-12)
-    else:
-        raise ValueError(f"unknown alternative {alternative!r}")
-    return float((1 + k) / (1 + len(null)))
+    hits = int(np.sum(null >= observed - 1e-9))
+    return hits / len(null) if exact else (1 + hits) / (1 + len(null))
+
+
+def min_attainable_p(n_null: int, exact: bool) -> float:
+    return 1 / n_null if exact else 1 / (1 + n_null)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,75 +519,129 @@ def mean_of_targets_ci(preds: Sequence[Predictions], metric: str, n_resamples: i
     return Estimate(metric, theta, lo, hi, pooled.n, n_groups, n_resamples, level, method)
 
 
-def subsample_equal(n_a: int, n_b: int, seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices that cut the larger of two sets down to the size of the smaller one (sorted,
-    without replacement); the smaller set is kept whole."""
-    rng = np.random.default_rng(seed)
-    m = min(n_a, n_b)
-    pick = lambda n: np.arange(n) if n == m else np.sort(rng.choice(n, size=m, replace=False))  # noqa: E731
-    return pick(n_a), pick(n_b)
-
-
 @dataclass(frozen=True)
 class Contrast(Estimate):
-    """The asymmetry contrast, with the two sides' paired differences."""
+    """A difference in differences: (a − b on the first side) − (a − b on the second side),
+    with the two sides' mean paired differences, their rows and targets, and the permutation
+    scheme behind ``p_value`` (targets exchanged between the sides)."""
 
     first_diff: float = float("nan")
     second_diff: float = float("nan")
     n_first: int = 0
     n_second: int = 0
+    n_first_targets: int = 0
+    n_second_targets: int = 0
+    alternative: str = "greater"
+    exact: bool = False
+    min_p: float = float("nan")
 
     def as_row(self) -> dict:
         return {**super().as_row(), "first_diff": self.first_diff, "second_diff": self.second_diff,
-                "n_first": self.n_first, "n_second": self.n_second}
+                "n_first": self.n_first, "n_second": self.n_second,
+                "n_first_targets": self.n_first_targets, "n_second_targets": self.n_second_targets,
+                "alternative": self.alternative, "exact_permutation": self.exact,
+                "min_attainable_p": self.min_p}
 
 
-def difference_in_differences(a1: Predictions, b1: Predictions, a2: Predictions, b2: Predictions,
-                              metric: str, n_resamples: int = 2000, n_permutations: int = 1000,
-                              seed=0, level: float = 0.95, method: str = "percentile",
-                              equalize: bool = True) -> Contrast:
-    """(metric(a1) − metric(b1)) − (metric(a2) − metric(b2)): e.g. (CLIP − SBERT on vertical
-    relations) − (CLIP − SBERT on horizontal relations). a/b are paired (same rows) within each
-    side. The larger side is first subsampled to the smaller side's rows. CI: one group resample
-    for all four; p-value: (target, group) cells exchanged between the two sides (two-sided)."""
-    check_paired(a1, b1)
-    check_paired(a2, b2)
-    if equalize:  # keep every item (all repeats) of the rows drawn
-        r1, k1 = group_codes(a1.rows)
-        r2, k2 = group_codes(a2.rows)
-        i1, i2 = subsample_equal(k1, k2, seed=np.random.default_rng(seed).integers(2**32))
-        m1, m2 = np.flatnonzero(np.isin(r1, i1)), np.flatnonzero(np.isin(r2, i2))
-        a1, b1, a2, b2 = a1.take(m1), b1.take(m1), a2.take(m2), b2.take(m2)
-    A, B = concat_predictions([a1, a2]), concat_predictions([b1, b2])
-    codes, n_groups = group_codes(merge_groups(A.groups, B.groups))
-    side1 = np.r_[np.ones(a1.n_items, int), np.zeros(a2.n_items, int)]
-    # units are (side, group) cells: a group can sit on both sides (e.g. one-vs-rest probes
-    # of different relations over the same rows)
-    cells, n_cells = group_codes(np.char.add(side1.astype(str), np.char.add(":", codes.astype(str))))
-    cell_group = np.zeros(n_cells, int)
-    cell_group[cells] = codes
-    cell_side = np.zeros(n_cells, np.float32)
-    cell_side[cells] = side1
+def side_assignments(n_first: int, n_second: int, n_permutations: int, seed) -> tuple[np.ndarray, bool]:
+    """Ways to split ``n_first + n_second`` targets into sides of those sizes, as a (P × T) 0/1
+    matrix (1 = first side; row 0 is the observed split): all of them when there are at most
+    ``n_permutations + 1``, else the observed split and ``n_permutations`` random ones. Returns
+    the matrix and whether it is exhaustive."""
+    import itertools
+    from math import comb
 
-    def diff_on(Wcells: np.ndarray) -> np.ndarray:
-        return metric_weighted(metric, A, Wcells, cells) - metric_weighted(metric, B, Wcells, cells)
+    T = n_first + n_second
+    observed = np.r_[np.ones(n_first), np.zeros(n_second)]
+    if comb(T, n_first) <= n_permutations + 1:
+        rows = [observed]
+        for pick in itertools.combinations(range(T), n_first):
+            row = np.zeros(T)
+            row[list(pick)] = 1
+            if not np.array_equal(row, observed):
+                rows.append(row)
+        return np.array(rows, dtype=np.float32), True
+    rng = np.random.default_rng(seed)
+    perm = (np.argsort(rng.random((n_permutations, T)), axis=1) < n_first).astype(np.float32)
+    return np.vstack([observed[None], perm]).astype(np.float32), False
 
-    def stat(W: np.ndarray) -> np.ndarray:
-        Wc = W[:, cell_group]
-        return diff_on(Wc * cell_side) - diff_on(Wc * (1 - cell_side))
 
-    d1 = metric_point(metric, a1) - metric_point(metric, b1)
-    d2 = metric_point(metric, a2) - metric_point(metric, b2)
+def difference_in_differences(first: Sequence[tuple[Predictions, Predictions]],
+                              second: Sequence[tuple[Predictions, Predictions]], metric: str,
+                              n_resamples: int = 2000, n_permutations: int = 1000, seed=0,
+                              level: float = 0.95, method: str = "percentile",
+                              alternative: str = "greater") -> Contrast:
+    """(mean over first-side targets of metric(a) − metric(b)) − (the same over the second
+    side): e.g. (CLIP − SBERT on vertical relations) − (CLIP − SBERT on horizontal relations).
+    Each (a, b) pair is one target's two conditions on identical items; every metric is
+    computed on its own target's predictions and repeats (sides may have different numbers of
+    repeats, rows and targets; nothing is subsampled).
+
+    CI: one stratified group resample shared by every target and both conditions (groups with
+    the same label are the same group on every target), conditional on the targets. p-value:
+    the targets are the units of inference; under H0 the effect a − b does not depend on the
+    side, so targets are exchanged between the sides (sizes kept), exhaustively when there are
+    few splits (then the smallest attainable p-value is 1 / number of splits), one-sided
+    (``greater``: the first side's effect is larger) or ``two-sided``."""
+    if not first or not second:
+        raise ValueError("difference_in_differences needs at least one target on each side")
+    pairs = list(first) + list(second)
+    for a, b in pairs:
+        check_paired(a, b)
+    all_groups = np.concatenate([np.concatenate([a.groups, b.groups]) for a, b in pairs])
+    codes_all, n_groups = group_codes(all_groups)
+    units, bounds = [], np.cumsum([0] + [a.n_items + b.n_items for a, b in pairs])
+    for k, (a, b) in enumerate(pairs):
+        c = codes_all[bounds[k]:bounds[k + 1]]
+        units.append((c[:a.n_items], c[a.n_items:]))
+    # groups linked across a and b (different groupings of the same rows) are one unit
+    if any(not np.array_equal(a.groups, b.groups) for a, b in pairs):
+        rows = np.concatenate([np.r_[ua, ub] for ua, ub in units])
+        link = np.concatenate([np.r_[np.arange(a.n_items), np.arange(a.n_items)] + bounds[k]
+                               for k, (a, b) in enumerate(pairs)])
+        merged = merge_groups(rows, link)
+        codes_all, n_groups = group_codes(merged)
+        units = [(codes_all[bounds[k]:bounds[k] + a.n_items],
+                  codes_all[bounds[k] + a.n_items:bounds[k + 1]]) for k, (a, b) in enumerate(pairs)]
+
+    def effects(W: np.ndarray) -> np.ndarray:
+        """(B × T) paired difference of every target under the group weights W."""
+        return np.column_stack([metric_weighted(metric, a, W, ua) - metric_weighted(metric, b, W, ub)
+                                for (a, b), (ua, ub) in zip(pairs, units)])
+
+    n1 = len(first)
+    side = np.r_[np.ones(n1), np.zeros(len(second))]
+
+    def contrast(E: np.ndarray, on1: np.ndarray) -> np.ndarray:
+        return (E @ on1.T) / on1.sum(1) - (E @ (1 - on1).T) / (1 - on1).sum(1)
+
+    E0 = effects(np.ones((1, n_groups)))[0]
+    d1, d2 = float(E0[:n1].mean()), float(E0[n1:].mean())
     theta = d1 - d2
-    lo, hi = _resample_stat(stat, theta, codes, A.y_true, n_resamples, seed, level, method)
+    # stratum of a group: its majority class over all targets
+    y_all = np.concatenate([a.y_true for a, _ in pairs])
+    u_all = np.concatenate([ua for ua, _ in units])
+    y_strata = group_strata(u_all, y_all, n_groups)
+    counts = resample_counts(y_strata, n_resamples, seed)
+    boots = contrast(effects(counts), side[None])[:, 0]
 
-    # permutation: cells move between the sides as a whole; each side keeps its number of cells
-    k1 = int(cell_side.sum())
-    rng = np.random.default_rng(np.random.default_rng(seed).integers(2**32, size=2))
-    on1 = (np.argsort(rng.random((n_permutations, n_cells)), axis=1) < k1).astype(np.float32)
-    d = diff_on(on1) - diff_on(1 - on1)
-    exceed = int(np.sum(np.abs(d) >= abs(theta) - 1e-12))
-    p = (1 + exceed) / (1 + n_permutations)
-    return Contrast(metric, theta, lo, hi, A.n, n_groups, n_resamples, level, method,
-                    p_value=p, n_permutations=n_permutations, first_diff=d1, second_diff=d2,
-                    n_first=a1.n, n_second=a2.n)
+    def jack() -> np.ndarray:
+        return _jackknife(lambda W: contrast(effects(W), side[None])[:, 0], n_groups)
+
+    lo, hi = _interval(theta, boots, level, method, jack)
+    splits, exact = side_assignments(n1, len(second), n_permutations,
+                                     np.random.default_rng(seed).integers(2**32, size=2))
+    d = contrast(E0[None], splits)[0]
+    if alternative == "greater":
+        hits = d >= theta - 1e-12
+    elif alternative == "two-sided":
+        hits = np.abs(d) >= abs(theta) - 1e-12
+    else:
+        raise ValueError(f"unknown alternative {alternative!r}")
+    p = float(hits.mean())  # row 0 is the observed split: exact, or the add-one estimate
+    return Contrast(metric, theta, lo, hi, int(sum(a.n for a, _ in pairs)), n_groups, n_resamples,
+                    level, method, p_value=p, n_permutations=len(d) - 1, first_diff=d1,
+                    second_diff=d2, n_first=int(sum(a.n for a, _ in first)),
+                    n_second=int(sum(a.n for a, _ in second)), n_first_targets=n1,
+                    n_second_targets=len(second), alternative=alternative, exact=exact,
+                    min_p=1.0 / len(d))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -39,7 +40,8 @@ METRICS_PATH = store.STATS_METRICS
 USED_COLUMNS = ["task", "condition", "layer", "target", "repeat", "row_id", "group", "y_true",
                 "y_pred", "score"]  # fold and C are not needed for statistics
 CATEGORICAL = ("task", "condition", "target", "row_id", "group")
-NULL_COLUMNS = ("task", "condition", "layer", "target", "metric", "estimate")
+NULL_COLUMNS = ("task", "condition", "layer", "target", "metric", "estimate", "observed", "exact",
+                "scheme")
 CONTROL_TOKEN = "_control"  # T1_control, T1_control_ovr: control tasks of T1, T1_ovr
 PRIMARY_LAYER = store.PRIMARY_LAYER
 TIDY = store.TIDY_COLUMNS
@@ -70,6 +72,8 @@ class AsymmetrySettings(Settings):
     horizontal: tuple[str, ...]
     per_task: dict[str, PartialSides] | None = None
     """task -> its own sides, where its targets are not relations"""
+    alternative: Literal["greater", "two-sided"] = "greater"
+    """the seed's hypothesis is directional: grounding helps vertical relations more"""
 
 
 class StatsSettings(Settings):
@@ -246,17 +250,65 @@ def relation_table(row_ids: Iterable[str], vsr_root: Path = store.VSR_DIR) -> tu
 # the analyses: each returns tidy rows
 
 
-def null_scores(null: pd.DataFrame | None) -> dict[tuple, np.ndarray]:
-    """(task, condition, layer, target, metric) -> the probe_suite's permuted-label scores."""
+@dataclass(frozen=True)
+class Null:
+    """One probe's permutation null from the suite: the statistic (mean over all repeats) under
+    every permutation, the observed value, whether the permutations are exhaustive (they then
+    include the observed labelling) and the scheme (what the permutation exchanges)."""
+
+    values: np.ndarray
+    observed: float
+    exact: bool
+    scheme: str
+
+    def pvalue(self) -> float:
+        """One-sided ("above chance")."""
+        return stats.permutation_pvalue(self.observed, self.values, self.exact)
+
+    @property
+    def min_p(self) -> float:
+        return stats.min_attainable_p(len(self.values), self.exact)
+
+
+def null_scores(null: pd.DataFrame | None) -> dict[tuple, Null]:
+    """(task, condition, layer, target, metric) -> the probe_suite's permutation null."""
     if null is None or null.empty:
         return {}
     keys = ["task", "condition", "layer", "target", "metric"]
-    return {(str(t), str(c), int(layer), str(g), str(m)): df["estimate"].to_numpy(float)
+    return {(str(t), str(c), int(layer), str(g), str(m)):
+            Null(df["estimate"].to_numpy(float), float(df["observed"].iloc[0]),
+                 bool(df["exact"].iloc[0]), str(df["scheme"].iloc[0]))
             for (t, c, layer, g, m), df in null.groupby(keys, observed=True)}
 
 
+CHANCE_COLUMNS = ("chance", "chance_majority", "chance_stratified")
+
+
+def chance_levels(scores: pd.DataFrame | None) -> dict[tuple, dict[str, float]]:
+    """(task, condition, layer, target, metric) -> the chance levels the suite computed on the
+    probe's own rows and folds (trivial predictors trained on each fold's training rows): the
+    one definition of chance, used by every table. macro F1: the better of the majority-class
+    and the prior-guessing predictor; accuracy: majority class; AUPRC: the positive rate."""
+    if scores is None or scores.empty:
+        return {}
+    key = ["task", "condition", "layer", "target"]
+    out: dict[tuple, dict[str, float]] = {}
+    wide = scores.pivot_table(index=key, columns="metric", values="estimate", aggfunc="first")
+    for r in scores[scores["metric"].isin(stats.METRICS)].itertuples(index=False):
+        k = (str(r.task), str(r.condition), int(r.layer), str(r.target))
+        entry = {"chance": float(r.chance)}
+        if r.metric == "macro_f1" and k in wide.index:
+            for name, col in (("chance_majority", "macro_f1_majority"),
+                              ("chance_stratified", "macro_f1_stratified")):
+                if col in wide.columns:
+                    entry[name] = float(wide.loc[k, col])
+        out[(*k, str(r.metric))] = entry
+    return out
+
+
 def score_rows(probes: dict[ProbeKey, stats.Predictions], cfg: StatsSettings,
-               null: dict[tuple, np.ndarray]) -> pd.DataFrame:
+               null: dict[tuple, Null], chance: dict[tuple, dict[str, float]],
+               missing: list[str]) -> pd.DataFrame:
     rows = []
     order = sorted(probes, key=lambda k: (k[0], k[2], k[3], k[1]))  # conditions of a target together
     for key in tqdm(order, desc="stats: scores", unit="probe"):
@@ -267,13 +319,21 @@ def score_rows(probes: dict[ProbeKey, stats.Predictions], cfg: StatsSettings,
                 continue  # multiclass: the OOF score is P(true class), no precision–recall curve
             est = stats.bootstrap_ci(pred, metric, cfg.n_resamples, cfg.seed_for(task, target),
                                      cfg.level, cfg.ci_method)
-            sel = null.get((*key, metric), np.empty(0))
-            p = float("nan")
-            if len(sel):  # the suite's null is the first repeat's score: test that same statistic
-                p = stats.null_pvalue(stats.metric_point(metric, pred.take(pred.by_repeat()[0])), sel)
+            nul = null.get((*key, metric))
+            p, extra = float("nan"), {"n_null": 0}
+            if nul is not None:  # the suite's null is of the printed statistic (all repeats)
+                if abs(nul.observed - est.estimate) > 1e-6:
+                    raise ValueError(f"probe {key} {metric}: the permutation null's observed "
+                                     f"value {nul.observed} is not the estimate {est.estimate}")
+                p = nul.pvalue()
+                extra = {"n_null": len(nul.values), "null_exact": nul.exact,
+                         "null_scheme": nul.scheme, "min_attainable_p": nul.min_p}
+            ch = chance.get((*key, metric))
+            if ch is None:
+                missing.append(f"chance level of {key} {metric}: not in the suite's scores.csv")
+                ch = {"chance": float("nan")}
             rows.append({"task": task, "condition": cond, "layer": layer, "target": target,
-                         **est.as_row(), "p_value": p, "n_null": len(sel),
-                         "n_repeats": pred.n_repeats, **stats.chance_levels(metric, pred.y_true)})
+                         **est.as_row(), "p_value": p, **extra, "n_repeats": pred.n_repeats, **ch})
     return _adjust(pd.DataFrame(rows), ["task", "condition", "layer", "metric"])
 
 
@@ -340,7 +400,8 @@ def comparison_rows(preds, cfg: StatsSettings, missing: list[str]) -> pd.DataFra
     return _adjust(pd.DataFrame(rows), ["task", "comparison", "layer", "metric"])
 
 
-def meta_category_rows(preds, relations: pd.DataFrame, cfg: StatsSettings) -> pd.DataFrame:
+def meta_category_rows(preds, relations: pd.DataFrame, cfg: StatsSettings,
+                       chance: dict[tuple, dict[str, float]]) -> pd.DataFrame:
     """Mean score over the relations of each VSR meta-category (targets named by relation), per
     condition and, for each pair of conditions, the mean paired difference."""
     meta = (relations.dropna(subset=["relation", "meta_category"]).drop_duplicates("relation")
@@ -370,16 +431,18 @@ def meta_category_rows(preds, relations: pd.DataFrame, cfg: StatsSettings) -> pd
                     continue
                 est = stats.mean_of_targets_ci(ps, metric, cfg.n_resamples, cfg.seed_for(task, category),
                                                cfg.level, cfg.ci_method, baseline=base)
-                chance = (np.mean([stats.chance_levels(metric, p.y_true)["chance"] for p in ps])
-                          if b is None else np.nan)
+                level = (np.mean([chance.get((task, a, layer, t, metric), {}).get("chance", np.nan)
+                                  for t in targets]) if b is None else np.nan)
                 rows.append({"task": task, "condition": a if b is None else f"{a} - {b}", "layer": layer,
-                             "target": category, **est.as_row(), "chance": chance, "n_targets": len(ps),
+                             "target": category, **est.as_row(), "chance": level, "n_targets": len(ps),
                              "relations": "|".join(targets)})
     return pd.DataFrame(rows)
 
 
 def asymmetry_rows(preds, cfg: StatsSettings, missing: list[str]) -> pd.DataFrame:
-    """(grounded − distributional on vertical) − (grounded − distributional on horizontal)."""
+    """(grounded − distributional on vertical) − (grounded − distributional on horizontal): the
+    mean paired difference over each side's targets, each on its own predictions and repeats;
+    p-value over exchanges of targets between the sides (`resampling.difference_in_differences`)."""
     g, d = cfg.grounded, cfg.distributional
     rows = []
     tasks = sorted({k[0] for k in preds})
@@ -391,31 +454,32 @@ def asymmetry_rows(preds, cfg: StatsSettings, missing: list[str]) -> pd.DataFram
         sides = cfg.sides.get(task, cfg.sides["default"])
         layers = sorted({k[2] for k in preds if k[0] == task and k[1] in (g, d) and cfg.contrast_layer(k[2])})
         for layer in layers:
-            pooled, note = {}, None
+            per_side, note = {}, None
             for side in ("vertical", "horizontal"):
                 targets = [t for t in sides[side] if (task, g, layer, t) in preds and (task, d, layer, t) in preds]
                 if not targets:
                     note = (f"asymmetry {task} layer {layer}: no {side} target scored for both {g} and {d} "
                             f"(wanted any of {list(sides[side])})")
                     break
-                pairs = [paired(preds, (task, g, layer, t), (task, d, layer, t))[:2] for t in targets]
-                pooled[side] = (targets, stats.concat_predictions([p[0] for p in pairs]),
-                                stats.concat_predictions([p[1] for p in pairs]))
+                per_side[side] = (targets, [paired(preds, (task, g, layer, t), (task, d, layer, t))[:2]
+                                            for t in targets])
             if note:
                 missing.append(note)
                 continue
-            (tv, gv, dv), (th, gh, dh) = pooled["vertical"], pooled["horizontal"]
+            (tv, pv), (th, ph) = per_side["vertical"], per_side["horizontal"]
             for metric in cfg.metrics_for(layer, contrast=True):
-                if metric == "auprc" and not all(stats.is_binary(p) for p in (gv, dv, gh, dh)):
+                if metric == "auprc" and not all(stats.is_binary(p) for pair in pv + ph for p in pair):
                     continue
-                c = stats.difference_in_differences(gv, dv, gh, dh, metric, cfg.n_resamples,
-                                                    cfg.n_permutations, cfg.seed_for(task, layer, "asymmetry"),
-                                                    cfg.level, cfg.ci_method)
+                c = stats.difference_in_differences(pv, ph, metric, cfg.n_resamples, cfg.n_permutations,
+                                                    cfg.seed_for(task, layer, "asymmetry"), cfg.level,
+                                                    cfg.ci_method, cfg.asymmetry.alternative)
                 row = c.as_row()
                 row.update({"task": task, "condition": f"{g} - {d}", "comparison": f"{g} - {d}",
                             "layer": layer, "target": "vertical - horizontal", "chance": np.nan,
                             "vertical_diff": row.pop("first_diff"), "horizontal_diff": row.pop("second_diff"),
                             "n_vertical": row.pop("n_first"), "n_horizontal": row.pop("n_second"),
+                            "n_vertical_targets": row.pop("n_first_targets"),
+                            "n_horizontal_targets": row.pop("n_second_targets"),
                             "vertical_targets": "|".join(tv), "horizontal_targets": "|".join(th)})
                 rows.append(row)
     return _adjust(pd.DataFrame(rows), ["layer", "metric"])
@@ -491,13 +555,14 @@ def predictions(oof: pd.DataFrame) -> dict[ProbeKey, stats.Predictions]:
 
 
 def run_bundle(preds: dict[ProbeKey, stats.Predictions], cfg: StatsSettings, relations: pd.DataFrame,
-               null: dict[tuple, np.ndarray]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+               null: dict[tuple, Null], chance: dict[tuple, dict[str, float]]
+               ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Every table for one task family (a task and its controls): data in, tables out."""
     missing: list[str] = []
     tables = {
-        "scores": score_rows(preds, cfg, null),
+        "scores": score_rows(preds, cfg, null, chance, missing),
         "comparisons": comparison_rows(preds, cfg, missing),
-        "meta_categories": meta_category_rows(preds, relations, cfg),
+        "meta_categories": meta_category_rows(preds, relations, cfg, chance),
         "asymmetry": asymmetry_rows(preds, cfg, missing),
         "selectivity": selectivity_rows(preds, cfg),
     }
@@ -505,10 +570,12 @@ def run_bundle(preds: dict[ProbeKey, stats.Predictions], cfg: StatsSettings, rel
 
 
 def run(families: Iterable[pd.DataFrame], cfg: StatsSettings, relations: pd.DataFrame,
-        null: pd.DataFrame | None = None) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, Any]]:
-    """All tables from OOF predictions given one task family at a time; returns the tables,
-    what was missing, and a summary (tasks, conditions, probes)."""
+        null: pd.DataFrame | None = None, suite_scores: pd.DataFrame | None = None,
+        ) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, Any]]:
+    """All tables from OOF predictions given one task family at a time (and the suite's scores,
+    for its chance levels); returns the tables, what was missing, and a summary."""
     nulls = null_scores(null)
+    chance = chance_levels(suite_scores)
     parts: dict[str, list[pd.DataFrame]] = {}
     missing: list[str] = []
     seen: dict[str, set[str]] = {"tasks": set(), "conditions": set()}
@@ -519,7 +586,7 @@ def run(families: Iterable[pd.DataFrame], cfg: StatsSettings, relations: pd.Data
         preds = predictions(oof)
         del oof  # only the arrays are needed from here on
         n_probes += len(preds)
-        tables, notes = run_bundle(preds, cfg, relations, nulls)
+        tables, notes = run_bundle(preds, cfg, relations, nulls, chance)
         missing += notes
         for name, df in tables.items():
             parts.setdefault(name, []).append(df)
@@ -530,14 +597,6 @@ def run(families: Iterable[pd.DataFrame], cfg: StatsSettings, relations: pd.Data
     out["asymmetry"] = _adjust(out["asymmetry"], ["layer", "metric"])  # one family across tasks
     summary = {"tasks": sorted(seen["tasks"]), "conditions": sorted(seen["conditions"]), "n_probes": n_probes}
     return {name: tidy(df) for name, df in out.items()}, missing, summary
-
-
-def _legacy_settings(cfg: StatsSettings) -> dict[str, Any]:
-    """The settings as report.json has always recorded them (flat, with the derived sides)."""
-    keys = ("n_resamples", "n_permutations", "level", "ci_method", "seed", "metrics",
-            "layer_metrics", "contrast_metrics", "contrast_layers", "condition_order", "pairs",
-            "grounded", "distributional", "asymmetry_tasks", "sides")
-    return {k: getattr(cfg, k) for k in keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,7 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     row_ids = np.unique(np.concatenate([pq.read_table(f, columns=["row_id"]).column(0).unique()
                                         .to_numpy(zero_copy_only=False).astype(str) for f in files]))
     relations, unloaded = relation_table(row_ids)
-    tables, missing, summary = run((read_oof(paths) for paths in bundles(files)), cfg, relations, null)
+    scores_path = store.SUITE_DIR / "scores.csv"
+    if not scores_path.exists():
+        raise FileNotFoundError(f"{scores_path} not found: run the 'probe_suite' stage first "
+                                "(its chance levels are the ones every table reports)")
+    suite_scores = pd.read_csv(scores_path)
+    tables, missing, summary = run((read_oof(paths) for paths in bundles(files)), cfg, relations,
+                                   null, suite_scores)
     missing += [f"meta-categories: VSR table not loaded for {m}" for m in unloaded]
     for name, df in tables.items():
         write_csv(STATS_DIR / f"{name}.csv", df)
@@ -565,6 +630,6 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("missing: %s", note)
     write_json(STATS_DIR / "report.json", {
         "missing": missing, **summary, "null_scores": NULL_PATH.exists(),
-        "settings": _legacy_settings(cfg)})
+        "settings": cfg.model_dump(mode="json")})
     write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"], missing))
     return 0

@@ -18,7 +18,7 @@ def standardize(X: np.ndarray, fit_rows: np.ndarray | None = None) -> np.ndarray
 
 
 def bow_features(captions: list[str], min_df: int = 1) -> np.ndarray:
-    """Unigram + bigram counts (the lexical ceiling), dense float32."""
+    """Unigram + bigram counts (the lexical baseline), dense float32."""
     vec = CountVectorizer(ngram_range=(1, 2), min_df=min_df, lowercase=True)
     return vec.fit_transform(captions).toarray().astype(np.float32)
 

@@ -101,29 +101,82 @@ def word_assignments(classes: dict[str, list[str]], max_assignments: int | None 
     return combos
 
 
+def word_relabelings(classes: dict[str, list[str]], max_relabelings: int | None = None,
+                     seed: int = 0) -> tuple[list[dict[str, list[str]]], bool]:
+    """Every way to deal the words of ``classes`` into classes of the same sizes (the observed
+    labelling first): the permutation null of a held-out-word task, whose units are the words.
+    Seeded sample (with the observed one first) when there are more than ``max_relabelings``.
+    Returns the relabelings and whether they are all of them."""
+    names = list(classes)
+    words = [w for c in names for w in classes[c]]
+    sizes = [len(classes[c]) for c in names]
+    observed = {c: list(classes[c]) for c in names}
+
+    def deal(pool: list[str], k: int) -> list[list[list[str]]]:
+        if k == len(names) - 1:
+            return [[sorted(pool)]]
+        out = []
+        for pick in itertools.combinations(pool, sizes[k]):
+            rest = [w for w in pool if w not in pick]
+            out += [[sorted(pick), *tail] for tail in deal(rest, k + 1)]
+        return out
+
+    from math import factorial, prod
+    total = factorial(len(words)) // prod(factorial(k) for k in sizes)
+    key = lambda lab: tuple(tuple(sorted(lab[c])) for c in names)  # noqa: E731
+    if max_relabelings is None or total <= max_relabelings:
+        every = [dict(zip(names, parts)) for parts in deal(words, 0)]
+        return [observed] + [lab for lab in every if key(lab) != key(observed)], True
+    rng = np.random.default_rng(seed)
+    out, seen = [observed], {key(observed)}
+    while len(out) < max_relabelings:
+        perm = list(rng.permutation(words))
+        lab, start = {}, 0
+        for c, k in zip(names, sizes):
+            lab[c] = sorted(perm[start:start + k])
+            start += k
+        if key(lab) not in seen:
+            seen.add(key(lab))
+            out.append(lab)
+    return out, False
+
+
+def balanced_pair_sides(pair_groups: np.ndarray, is_train: np.ndarray, is_test: np.ndarray) -> np.ndarray:
+    """Which noun pairs go to the test side (bool per row's pair) so that no pair is on both
+    sides: each pair goes where its share of that side's rows is larger, which keeps the most
+    rows in proportion to each side's size (the sum of the two sides' kept fractions)."""
+    codes, _ = pd.factorize(pd.Series(pair_groups))
+    k = codes.max() + 1 if len(codes) else 0
+    n_tr = np.bincount(codes[is_train], minlength=k) / max(1, is_train.sum())
+    n_te = np.bincount(codes[is_test], minlength=k) / max(1, is_test.sum())
+    return (n_te > n_tr)[codes]
+
+
 def word_split(words: np.ndarray, held_out: dict[str, str], classes: dict[str, list[str]],
                pair_groups: np.ndarray, *, inner_splits: int, y: np.ndarray, seed: int,
-               where: str = "words") -> tuple[Fold, int]:
-    """Train on rows of the non-held-out words, test on rows of the held-out words. Training
-    rows whose noun pair also occurs among the test rows are dropped (no noun leakage); their
-    count is returned. Inner CV holds out one training word per class (at most
-    ``inner_splits`` such assignments, seeded) where every class has two or more training
-    words, else it is grouped by noun pair."""
+               where: str = "words") -> tuple[Fold, dict]:
+    """Train on rows of the non-held-out words, test on rows of the held-out words, with every
+    noun pair on one side only (`balanced_pair_sides`), so neither a word nor a noun pair is
+    seen in training and test. Inner CV (choosing C) is grouped by noun pair, the same way for
+    every axis. Returns the fold and what the split kept and dropped (counted, reported)."""
     words = np.asarray(words)
     test_words = set(held_out.values())
     all_words = {w for ws in classes.values() for w in ws}
-    test = np.flatnonzero(np.isin(words, list(test_words)))
-    train = np.flatnonzero(np.isin(words, list(all_words - test_words)))
-    leaky = np.isin(pair_groups[train], pair_groups[test])
-    train = train[~leaky]
-    train_classes = {c: [w for w in ws if w not in test_words and (words[train] == w).any()]
-                     for c, ws in classes.items()}
-    if all(len(ws) >= 2 for ws in train_classes.values()):
-        inner = []
-        for held in word_assignments(train_classes, inner_splits, seed):
-            te_mask = np.isin(words[train], list(held.values()))
-            inner.append((train[~te_mask], train[te_mask]))
-    else:
-        inner = [(train[a], train[b]) for a, b in
-                 grouped_kfold(y[train], pair_groups[train], inner_splits, seed, f"{where} inner")]
-    return Fold(0, 0, train, test, inner), int(leaky.sum())
+    is_test = np.isin(words, list(test_words))
+    is_train = np.isin(words, list(all_words - test_words))
+    to_test = balanced_pair_sides(pair_groups, is_train, is_test)
+    train = np.flatnonzero(is_train & ~to_test)
+    test = np.flatnonzero(is_test & to_test)
+    for side, idx in (("training", train), ("test", test)):
+        missing = sorted(set(range(len(classes))) - set(np.unique(y[idx])))
+        if missing:
+            raise ValueError(f"{where}: the {side} side has no row of classes "
+                             f"{[list(classes)[c] for c in missing]} after separating noun pairs")
+    inner = [(train[a], train[b]) for a, b in
+             grouped_kfold(y[train], pair_groups[train], inner_splits, seed, f"{where} inner")]
+    info = {"held_out": dict(held_out),
+            "train_words": sorted(all_words - test_words),
+            "train_rows": int(len(train)), "test_rows": int(len(test)),
+            "train_rows_dropped": int((is_train & to_test).sum()),
+            "test_rows_dropped": int((is_test & ~to_test).sum())}
+    return Fold(0, 0, train, test, inner), info

@@ -6,6 +6,7 @@ threshold. Arrays and `Problem`s in, tables out (no I/O)."""
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,11 @@ import torch
 from tqdm import tqdm
 
 from analysis.common.store import OOF_COLUMNS
+from analysis.inference.resampling import min_attainable_p, permutation_pvalue
 from analysis.probes.engine import BatchFit, balanced_weights, fit_batch
 from analysis.probes.metrics import auprc, chance_f1, macro_f1
 from analysis.probes.settings import EngineSettings, SuiteSettings
-from analysis.probes.tasks import Problem, permuted_labels
+from analysis.probes.tasks import Problem, block_null_problems, word_null_problems
 
 
 def engine_options(e: EngineSettings) -> dict:
@@ -152,16 +154,17 @@ def _score_rows(prob: Problem, condition: str, layer: int, oof: pd.DataFrame,
 
 def run_problems(X: np.ndarray, problems: list[Problem], table_row_ids: np.ndarray,
                  condition: str, layer: int, cfg: SuiteSettings, eng: dict, desc: str = "",
-                 permute: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                 permute: list[str] | None = None, progress: bool = True,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Nested CV for every problem on the features ``X`` (rows aligned with the table):
     returns OOF predictions, tidy scores and permutation null scores."""
     Cs = cfg.C_grid.values()  # ascending: the warm-start path
     oofs, scores, nulls = [], [], []
-    for block in tqdm(_blocks(problems), desc=desc or condition, leave=False, mininterval=5):
+    for block in tqdm(_blocks(problems), desc=desc or condition, leave=False, mininterval=5,
+                      disable=not progress):
         rows = block[0].rows
         Xb = X[rows]
-        local = [Problem(p.task, p.target, np.arange(len(rows)), p.y, p.groups, p.n_classes,
-                         p.folds, p.classes, p.info) for p in block]
+        local = [replace(p, rows=np.arange(len(rows))) for p in block]
         M = block[0].n_classes
         chosen = _select_C(local, Xb, Cs, M, eng, cfg.C_patience)
         per: dict[int, list] = {p: [] for p in range(len(block))}
@@ -199,15 +202,18 @@ def run_problems(X: np.ndarray, problems: list[Problem], table_row_ids: np.ndarr
                 scores.extend(d_scores)
             if permute and M == 2 and any(fnmatch.fnmatch(f"{prob.task}:{prob.target}", pat)
                                           for pat in permute):
-                null = permutation_null(Xb, local[p], chosen, p, cfg, eng)
-                obs = _repeat0_f1(df)
-                pval = (1 + (null >= obs - 1e-12).sum()) / (1 + len(null))
-                rows_scores[0]["p_value"] = float(pval)
+                obs = rows_scores[0]["estimate"]  # the printed statistic: mean over all repeats
+                null, exact, scheme = null_distribution(X, prob, table_row_ids, condition, layer,
+                                                        cfg, eng)
+                rows_scores[0]["p_value"] = permutation_pvalue(obs, null, exact)
+                rows_scores[0]["null_scheme"] = scheme
+                rows_scores[0]["null_size"] = int(len(null))
+                rows_scores[0]["min_attainable_p"] = min_attainable_p(len(null), exact)
                 nulls.append(pd.DataFrame({"task": prob.task, "condition": condition,
                                            "layer": layer, "target": prob.target,
                                            "permutation": np.arange(len(null)),
                                            "metric": "macro_f1", "estimate": null,
-                                           "observed": obs}))
+                                           "observed": obs, "exact": exact, "scheme": scheme}))
             scores.extend(rows_scores)
     return (pd.concat(oofs, ignore_index=True) if oofs else pd.DataFrame(columns=OOF_COLUMNS),
             pd.DataFrame(scores), pd.concat(nulls, ignore_index=True) if nulls else pd.DataFrame())
@@ -236,36 +242,29 @@ def derived_ovr(prob: Problem, oof: pd.DataFrame, outer: list, condition: str,
     return pd.concat(frames, ignore_index=True), rows
 
 
-def _repeat0_f1(oof: pd.DataFrame) -> float:
-    part = oof[oof["repeat"] == oof["repeat"].min()]
-    return macro_f1(part["y_true"].to_numpy(), part["y_pred"].to_numpy(), 2)
-
-
-def permutation_null(X: np.ndarray, prob: Problem, chosen: dict, p: int, cfg: SuiteSettings,
-                     eng: dict) -> np.ndarray:
-    """Macro F1 of the first repeat under labels shuffled within CV groups, every permutation
-    a batch of extra label columns refit at the fold's chosen C (one solve per chunk)."""
-    n_perm = cfg.permutation.n
-    folds = [(f, fold) for f, fold in enumerate(prob.folds) if fold.repeat == prob.folds[0].repeat]
-    perms = permuted_labels(prob.y, prob.groups, n_perm, cfg.permutation.seed)
-    n = len(prob.y)
-    preds = np.zeros((n, n_perm), dtype=int)
-    chunk = max(1, cfg.max_columns // len(folds))
-    for start in range(0, n_perm, chunk):
-        idx = np.arange(start, min(n_perm, start + chunk))
-        Y = np.repeat(perms[:, idx], len(folds), axis=1)  # column = perm-major, fold-minor
-        mask = np.zeros(Y.shape, dtype=bool)
-        C = np.zeros(Y.shape[1])
-        for j, (f, fold) in enumerate(folds):
-            mask[fold.train, j::len(folds)] = True
-            C[j::len(folds)] = chosen[(p, f)]
-        W = balanced_weights(Y, mask)
-        fit = fit_batch(X, Y, C, W, **{**_outer_eng(eng), "tol": cfg.permutation.tol})
-        pr = fit.predict(X)
-        for j, (f, fold) in enumerate(folds):
-            preds[fold.test[:, None], idx[None, :]] = pr[fold.test][:, j::len(folds)]
-    test = np.unique(np.concatenate([fold.test for _, fold in folds]))
-    return np.array([macro_f1(perms[test, k], preds[test, k], 2) for k in range(n_perm)])
+def null_distribution(X: np.ndarray, prob: Problem, table_row_ids: np.ndarray, condition: str,
+                      layer: int, cfg: SuiteSettings, eng: dict) -> tuple[np.ndarray, bool, str]:
+    """The probe's macro F1 (mean over all its repeats, C chosen by the same inner CV) under
+    the null that breaks what its test claims: for a held-out-word problem, the words dealt
+    anew into classes (`tasks.word_null_problems`, exhaustive where there are few); otherwise
+    whole groups' labels exchanged among same-size groups (`tasks.block_null_problems`).
+    Returns the null values, whether they are exhaustive, and the scheme's name."""
+    perm = cfg.permutation
+    if prob.words is not None:
+        probs, exact = word_null_problems(prob, cfg.t2, cfg.cv, perm.max_relabelings, perm.seed)
+        scheme = "words relabelled"
+    else:
+        probs, exact = block_null_problems(prob, perm.n, perm.seed), False
+        scheme = "group labels exchanged (same-size groups)"
+    per_problem = max(1, sum(len(f.inner) + 1 for f in prob.folds))  # solver columns per problem
+    chunk = max(1, cfg.max_columns // per_problem)
+    values = []
+    for lo in range(0, len(probs), chunk):
+        part = [replace(p, target=f"{p.target}#null{lo + k}") for k, p in enumerate(probs[lo:lo + chunk])]
+        _, sc, _ = run_problems(X, part, table_row_ids, condition, layer, cfg, eng, progress=False)
+        f1 = sc[sc["metric"] == "macro_f1"].set_index("target")["estimate"]
+        values += [float(f1[p.target]) for p in part]
+    return np.asarray(values), exact, scheme
 
 
 def zeroshot_oof(score: np.ndarray, problems: list[Problem], table_row_ids: np.ndarray,

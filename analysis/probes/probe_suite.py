@@ -274,6 +274,8 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
     t3_idx = np.flatnonzero(t3_mask)
     t3 = t3_problems(t3_table, cfg.t3, cv)
     t3_ids = t3_table["row_id"].to_numpy()
+    if t3:
+        report["t3_grouping"] = t3[0].info
 
     c = Collected()
     probe_text(c, feats, t1, t2, t3, t3_idx, row_ids, t3_ids, cfg, eng, permute)

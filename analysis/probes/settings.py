@@ -103,6 +103,9 @@ class T3Settings(Settings):
     """rows per relation / meta-category target"""
     min_per_class: int
     """rows per label in a target"""
+    max_group_rows: int | None = 200
+    """CV groups (image+caption components) above this many rows are split into communities,
+    the linking rows left out (null: no bound)"""
     holdout: tuple[str, ...] = ()
     """train -> test on these variants (when their embeddings exist)"""
     text_conditions: tuple[str, ...] | None = None
@@ -111,11 +114,16 @@ class T3Settings(Settings):
 
 
 class PermutationSettings(Settings):
+    """Permutation p-values for "above chance", each re-running the probe's whole evaluation
+    (C selection included) under a null that breaks what the test claims: held-out-word tasks
+    deal their words anew into classes; grouped tasks exchange whole groups' labels."""
+
     n: int
-    """permutations per tested target (0: none)"""
+    """permutations per tested grouped target (0: no permutation p-values at all)"""
+    max_relabelings: int = 100
+    """held-out-word tasks: every relabelling of the words when there are at most this many
+    (an exact test), else this many sampled"""
     seed: int = 0
-    tol: float = 1.0e-3
-    """solver tolerance of the permuted-label fits"""
     targets: tuple[str, ...] = ()
     """'task:target' glob patterns of the probes that get a permutation p-value"""
 

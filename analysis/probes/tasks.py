@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.data.groups import caption_groups, image_caption_groups, noun_pair_groups
+from analysis.data.groups import (bounded_image_caption_groups, caption_groups, image_caption_groups,
+                                   noun_pair_groups, size_summary)
 from analysis.data.relations import frequent_relations as _frequent_relations
-from analysis.probes.folds import Fold, grouped_kfold, nested_cv, word_assignments, word_split
+from analysis.probes.folds import (Fold, grouped_kfold, nested_cv, word_assignments, word_relabelings,
+                                   word_split)
 from analysis.probes.settings import CVSettings, T1Settings, T2Settings, T3Settings
 
 log = logging.getLogger("tasks")
@@ -37,7 +39,8 @@ class Problem:
     n_classes: int
     folds: list[Fold]
     classes: list[str] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # reported in report.json (JSON-friendly)
+    words: np.ndarray | None = None  # per row, for held-out-word problems (their null relabels words)
 
 
 def frequent_relations(table: pd.DataFrame, min_count: int) -> list[str]:
@@ -64,22 +67,6 @@ def control_labels(y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
         label_of[g] = classes[c]
         remaining[c] -= sizes[g]
     return label_of[codes]
-
-
-def permuted_labels(y: np.ndarray, groups: np.ndarray, n_permutations: int, seed: int) -> np.ndarray:
-    """(n, n_permutations) label matrices, each ``y`` shuffled within every group (rows keep
-    their group, so the group structure the CV relies on is unchanged)."""
-    y = np.asarray(y)
-    codes = pd.factorize(pd.Series(groups))[0]
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    rng = np.random.default_rng(seed)
-    out = np.empty((len(y), n_permutations), dtype=y.dtype)
-    keys = rng.random((len(y), n_permutations))
-    for block in np.split(order, bounds):
-        perm = np.argsort(keys[block], axis=0)
-        out[block] = y[block][perm]
-    return out
 
 
 def _cv(y, groups, cv: CVSettings, where: str) -> list[Fold]:
@@ -121,6 +108,27 @@ def axis_words(word_groups: dict[str, dict[str, list[str]]]) -> dict[str, list[s
     return {axis: [w for ws in poles.values() for w in ws] for axis, poles in word_groups.items()}
 
 
+def held_out_word_problem(task: str, target: str, rows: np.ndarray, words: np.ndarray,
+                          pairs: np.ndarray, classes: dict[str, list[str]], cfg: T2Settings,
+                          cv: CVSettings) -> Problem:
+    """One held-out-word problem: labels from ``classes`` (class -> its words), one fold per
+    held-out-word assignment (repeat = assignment index), each split keeping every noun pair on
+    one side. ``rows`` index the table; ``words`` and ``pairs`` are per row."""
+    names = list(classes)
+    word_to_class = {w: i for i, c in enumerate(names) for w in classes[c]}
+    y = np.array([word_to_class[w] for w in words])
+    folds, splits = [], []
+    for a, held in enumerate(word_assignments(classes, cfg.max_assignments, cv.seed)):
+        fold, info = word_split(words, held, classes, pairs, inner_splits=cv.inner_splits,
+                                y=y, seed=cv.seed + a, where=f"{task} {target} {held}")
+        fold.repeat, fold.fold = a, 0
+        folds.append(fold)
+        splits.append(info)
+    info = {"assignments": len(folds), "classes": {c: list(ws) for c, ws in classes.items()},
+            "splits": splits}
+    return Problem(task, target, rows, y, pairs, len(names), folds, names, info, words=words)
+
+
 def t2_problems(table: pd.DataFrame, cfg: T2Settings, cv: CVSettings) -> list[Problem]:
     """Axis (multinomial over axes) and polarity within each axis (binary), each evaluated on
     every held-out-word assignment (one word per class held out; repeat = assignment index)."""
@@ -148,21 +156,9 @@ def t2_problems(table: pd.DataFrame, cfg: T2Settings, cv: CVSettings) -> list[Pr
             skipped[f"{task}:{target}"] = f"classes {short} dropped (< 2 words with rows)"
             log.warning("T2 axis task: classes %s dropped (fewer than two words with rows)", short)
             classes = {c: ws for c, ws in classes.items() if c not in short}
-        names = list(classes)
-        word_to_class = {w: i for i, c in enumerate(names) for w in classes[c]}
-        rows = np.flatnonzero(np.isin(rel, list(word_to_class)))
-        words = rel[rows]
-        y = np.array([word_to_class[w] for w in words])
-        pairs = pairs_all[rows]
-        folds, dropped = [], []
-        for a, held in enumerate(word_assignments(classes, cfg.max_assignments, cv.seed)):
-            fold, n_drop = word_split(words, held, classes, pairs, inner_splits=cv.inner_splits,
-                                      y=y, seed=cv.seed + a, where=f"{task} {target} {held}")
-            fold.repeat, fold.fold = a, 0
-            folds.append(fold)
-            dropped.append(n_drop)
-        info = {"assignments": len(folds), "train_rows_dropped_for_shared_noun_pair": dropped}
-        out.append(Problem(task, target, rows, y, pairs, len(names), folds, names, info))
+        rows = np.flatnonzero(np.isin(rel, [w for ws in classes.values() for w in ws]))
+        out.append(held_out_word_problem(task, target, rows, rel[rows], pairs_all[rows], classes,
+                                         cfg, cv))
 
     build("T2_axis", "__all__", axis_words(groups_cfg))
     for axis, poles in groups_cfg.items():
@@ -172,6 +168,55 @@ def t2_problems(table: pd.DataFrame, cfg: T2Settings, cv: CVSettings) -> list[Pr
         build("T2_polarity", axis, poles)
     if out:
         out[0].info["skipped"] = skipped
+    return out
+
+
+def word_null_problems(prob: Problem, cfg: T2Settings, cv: CVSettings, max_relabelings: int,
+                       seed: int) -> tuple[list[Problem], bool]:
+    """The permutation null of a held-out-word problem: the same rows re-labelled by every way
+    of dealing its words into classes of the same sizes (the observed labelling first), each
+    evaluated exactly as the problem is (its own held-out assignments and splits). The words are
+    the units: with two words per class there are 6 labellings (3 distinct up to the class
+    swap), so the smallest attainable p-value is 1/3. Returns the problems and whether the
+    relabelings are exhaustive."""
+    classes = prob.info["classes"]
+    relabelings, exact = word_relabelings(classes, max_relabelings, seed)
+    return [held_out_word_problem(prob.task, prob.target, prob.rows, prob.words, prob.groups,
+                                  lab, cfg, cv) for lab in relabelings], exact
+
+
+def block_null_problems(prob: Problem, n_permutations: int, seed: int,
+                        max_tries: int = 100) -> list[Problem]:
+    """The permutation null of a grouped CV problem: whole groups' label vectors exchanged among
+    groups of the same size (exchangeability blocks, Winkler et al. 2014), so the dependence of
+    labels within a group is kept and only their link to the features is broken; the folds are
+    the problem's own. A relabelling that leaves a training (or inner training) fold with one
+    class cannot be fitted and is drawn again: the test is conditional on a property of the
+    labels and folds alone, which the observed labelling has, so it stays valid. The observed
+    labelling is not among them (p-values add one)."""
+    codes, _ = pd.factorize(pd.Series(prob.groups))
+    sizes = np.bincount(codes)
+    order = np.argsort(codes, kind="stable")
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    members = [order[a:a + k] for a, k in zip(starts, sizes)]
+    by_size = [np.flatnonzero(sizes == k) for k in np.unique(sizes)]
+    train_sets = [f.train for f in prob.folds] + [tr for f in prob.folds for tr, _ in f.inner]
+    classes = np.unique(prob.y)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_permutations):
+        for _ in range(max_tries):
+            y = np.empty_like(prob.y)
+            for same in by_size:
+                for g_to, g_from in zip(same, rng.permutation(same)):
+                    y[members[g_to]] = prob.y[members[g_from]]
+            if all(len(np.unique(y[tr])) == len(classes) for tr in train_sets):
+                break
+        else:
+            raise ValueError(f"{prob.task} {prob.target}: no group relabelling in {max_tries} "
+                             "draws keeps every training fold two-class (too few groups)")
+        out.append(Problem(prob.task, prob.target, prob.rows, y, prob.groups, prob.n_classes,
+                           prob.folds, prob.classes, prob.info))
     return out
 
 
@@ -195,16 +240,21 @@ def t3_targets(table: pd.DataFrame, min_count: int, min_per_class: int) -> list[
 
 def t3_problems(table: pd.DataFrame, cfg: T3Settings, cv: CVSettings) -> list[Problem]:
     """Truth label per relation (target = relation) and per meta-category (target =
-    ``meta:<name>``), CV on one split, folds grouped by image and caption so the same folds
-    serve text and image features."""
-    groups_all = image_caption_groups(table)
+    ``meta:<name>``), CV on one split, folds grouped by image and caption (components bounded
+    at ``cfg.max_group_rows``, the rows that would link two parts left out of every target) so
+    the same folds serve text and image features. The grouping (sizes, rows left out) is in
+    each problem's ``info``."""
+    groups_all, keep = bounded_image_caption_groups(table, cfg.max_group_rows, cv.seed)
     y_all = table["label"].to_numpy().astype(int)
+    info = {"groups": size_summary(groups_all[keep]), "rows_left_out_to_bound_groups": int((~keep).sum()),
+            "max_group_rows": cfg.max_group_rows}
     out = []
     for kind, name, rows in t3_targets(table, cfg.min_count, cfg.min_per_class):
+        rows = rows[keep[rows]]
         target = name if kind == "relation" else f"meta:{name}"
         folds = _cv(y_all[rows], groups_all[rows], cv, f"T3 {target}")
         out.append(Problem("T3", target, rows, y_all[rows], groups_all[rows], 2, folds,
-                           ["False", "True"]))
+                           ["False", "True"], info))
     return out
 
 

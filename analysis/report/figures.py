@@ -60,6 +60,7 @@ def relation_heatmap(df: pd.DataFrame, value_title: str = "macro F1") -> alt.Cha
     """Relation x condition heatmap of ``estimate`` with the CI in each cell's text and tooltip.
     Columns: target, condition, estimate, ci_low, ci_high."""
     _need(df, ["target", "condition", "estimate", "ci_low", "ci_high"], "relation_heatmap")
+    df = df[["target", "condition", "estimate", "ci_low", "ci_high"]]  # only what is drawn
     df = df.assign(text=[f"{e:.2f} [{lo:.2f}, {hi:.2f}]" for e, lo, hi in
                          zip(df["estimate"], df["ci_low"], df["ci_high"])])
     order = (df.groupby("target")["estimate"].mean().sort_values(ascending=False).index.tolist())
@@ -81,6 +82,7 @@ def forest(df: pd.DataFrame, title: str = "CLIP text − SBERT (macro F1)") -> a
     are significant after Holm correction where ``p_holm`` is given.
     Columns: target, meta_category, estimate, ci_low, ci_high[, p_holm]."""
     _need(df, ["target", "meta_category", "estimate", "ci_low", "ci_high"], "forest")
+    df = df[[c for c in ("target", "meta_category", "estimate", "ci_low", "ci_high", "p_holm") if c in df]]
     df = df.assign(significant=(df["p_holm"] < 0.05) if "p_holm" in df else False)
     base = alt.Chart().encode(y=alt.Y("target:N", title=None,
                                       sort=alt.EncodingSortField("estimate", order="descending")))
@@ -101,6 +103,7 @@ def contrast(df: pd.DataFrame, title: str = "(CLIP − SBERT) vertical − horiz
     """Estimates with CIs against zero, one row per ``target`` (e.g. the asymmetry contrast
     per task). Columns: target, estimate, ci_low, ci_high."""
     _need(df, ["target", "estimate", "ci_low", "ci_high"], "contrast")
+    df = df[["target", "estimate", "ci_low", "ci_high"]]  # only what is drawn
     base = alt.Chart(df).encode(y=alt.Y("target:N", title=None))
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 3], color="gray") \
         .encode(x="x:Q")
@@ -114,6 +117,7 @@ def layer_curves(df: pd.DataFrame, title: str = "macro F1") -> alt.Chart:
     """Score by layer with a CI band, one line per condition, one panel per ``panel``.
     Columns: layer, condition, estimate, ci_low, ci_high, panel."""
     _need(df, ["layer", "condition", "estimate", "ci_low", "ci_high", "panel"], "layer_curves")
+    df = df[["layer", "condition", "estimate", "ci_low", "ci_high", "panel"]]  # only what is drawn
     base = alt.Chart().encode(x=alt.X("layer:Q", title="layer (0 = embeddings)",
                                       axis=alt.Axis(tickMinStep=1, format="d")),
                               color=alt.Color("condition:N", title="condition"))
@@ -180,6 +184,7 @@ def selectivity(df: pd.DataFrame) -> alt.Chart:
     """Task − control score with CI, per target (rows) and condition (colour).
     Columns: target, condition, estimate, ci_low, ci_high."""
     _need(df, ["target", "condition", "estimate", "ci_low", "ci_high"], "selectivity")
+    df = df[["target", "condition", "estimate", "ci_low", "ci_high"]]  # only what is drawn
     base = alt.Chart().encode(y=alt.Y("condition:N", title=None),
                               color=alt.Color("condition:N", legend=None))
     rule = base.mark_rule().encode(x=alt.X("ci_low:Q", title="selectivity (task − control)"),

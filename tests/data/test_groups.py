@@ -48,3 +48,35 @@ def test_geometry_groups_are_unordered_noun_pairs_or_the_row():
     g = noun_pair_or_row_groups(t)
     assert g[0] == g[1] == "cat|dog" and g[2] == "row:r3"
     assert list(noun_pair_or_row_groups(t.assign(pair_id=["a", "b", "c"]))) == ["a", "b", "c"]
+
+
+def _chain(n_images: int, rows_per: int, seed: int = 0) -> pd.DataFrame:
+    """Images and captions chained into one component: image k shares a caption with k+1."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n_images):
+        for r in range(rows_per):
+            rows.append({"image": f"im{k}", "caption": f"cap{k}-{r % 3}"})
+        rows.append({"image": f"im{k}", "caption": f"cap{(k + 1) % n_images}-0"})  # the link
+    return pd.DataFrame(rows).sample(frac=1, random_state=int(rng.integers(1000))).reset_index(drop=True)
+
+
+def test_bounded_groups_split_a_giant_component_dropping_few_rows():
+    from analysis.data.groups import bounded_image_caption_groups, size_summary
+
+    t = _chain(60, 6)
+    assert pd.Series(image_caption_groups(t)).nunique() == 1  # one giant component
+    groups, keep = bounded_image_caption_groups(t, max_rows=40, seed=0)
+    sizes = pd.Series(groups[keep]).value_counts()
+    assert sizes.max() <= 40 and len(sizes) > 5
+    assert (~keep).sum() <= 0.1 * len(t)  # only linking rows are left out
+    kept = t[keep]
+    g = groups[keep]
+    for col in ("image", "caption"):  # no image and no caption in two groups
+        assert (pd.DataFrame({"k": kept[col].to_numpy(), "g": g}).groupby("k")["g"].nunique() == 1).all()
+    again, keep2 = bounded_image_caption_groups(t, max_rows=40, seed=0)
+    assert (again == groups).all() and (keep2 == keep).all()  # seeded
+    same, all_kept = bounded_image_caption_groups(t, max_rows=None)
+    assert all_kept.all() and pd.Series(same).nunique() == 1
+    summary = size_summary(groups[keep])
+    assert summary["max"] == sizes.max() and summary["rows"] == keep.sum()

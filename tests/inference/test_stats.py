@@ -76,6 +76,22 @@ def _oof(table: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
 
 
+def suite_scores(oof: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The suite's scores.csv as far as `stats` reads it: a chance level per probe and metric
+    (distinct made-up values, so the test can see they are copied, not recomputed)."""
+    rows = []
+    keys = ["task", "condition", "layer", "target"]
+    probes = pd.concat(oof.values())[keys].drop_duplicates().itertuples(index=False)
+    for k, (task, cond, layer, target) in enumerate(probes):
+        base = {"task": task, "condition": cond, "layer": layer, "target": target}
+        rows += [{**base, "metric": "macro_f1", "estimate": 0.0, "chance": 0.40 + k / 1000},
+                 {**base, "metric": "macro_f1_majority", "estimate": 0.30 + k / 1000, "chance": np.nan},
+                 {**base, "metric": "macro_f1_stratified", "estimate": 0.40 + k / 1000, "chance": np.nan},
+                 {**base, "metric": "auprc", "estimate": 0.0, "chance": 0.20 + k / 1000},
+                 {**base, "metric": "accuracy", "estimate": 0.0, "chance": 0.60 + k / 1000}]
+    return pd.DataFrame(rows)
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, repo_root):
     """A repo-shaped tmp dir with a VSR table, OOF files and the smoke params (stats section)."""
@@ -87,6 +103,7 @@ def workspace(tmp_path, monkeypatch, repo_root):
     oof_dir.mkdir(parents=True)
     for task, df in _oof(table).items():
         df.to_parquet(oof_dir / f"{task}.parquet")
+    suite_scores(_oof(table)).to_csv(tmp_path / "results/probes/suite/scores.csv", index=False)
     params = yaml.safe_load((repo_root / "params.smoke.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"stats": params["stats"]}))
     return tmp_path
@@ -113,8 +130,15 @@ def test_stage_outputs_and_known_effects(workspace):
     assert row["n_groups"] == ROWS_PER_RELATION // 2 and row["n_repeats"] == 2
     assert set(scores.query("layer == 0")["metric"]) == {"macro_f1"}  # layer_metrics
     assert set(scores.query("task == 'T1'")["metric"]) == {"macro_f1", "accuracy"}  # no AUPRC for multiclass
+    # chance levels are the suite's (computed on the probe's own rows and folds), copied
+    suite = pd.read_csv(workspace / "results/probes/suite/scores.csv")
+    merged = scores.merge(suite[["task", "condition", "layer", "target", "metric", "chance"]],
+                          on=["task", "condition", "layer", "target", "metric"], suffixes=("", "_suite"))
+    assert len(merged) == len(scores)
+    np.testing.assert_allclose(merged["chance"], merged["chance_suite"])
     t1 = scores.query("task == 'T1' and metric == 'macro_f1'").iloc[0]
-    assert t1["chance_stratified"] == pytest.approx(1 / len(RELATIONS))
+    maj = suite.query("task == 'T1' and metric == 'macro_f1_majority'")["estimate"].iloc[0]
+    assert t1["chance_majority"] == pytest.approx(maj)
 
     # comparisons: clip_text - sbert at the primary layer, large on vertical relations only
     comp = tables["comparisons"].query("task == 'T3' and metric == 'macro_f1'")
@@ -139,10 +163,14 @@ def test_stage_outputs_and_known_effects(workspace):
     assert diff["ci_low"] > 0  # vertical relations carry a large clip_text advantage
     assert tables["meta_categories"].query("task == 'T3_control'").empty
 
-    # asymmetry: vertical advantage of clip_text, sides cut to equal size
+    # asymmetry: vertical advantage of clip_text; relations are the units of the test, and with
+    # two relations a side there are only C(4, 2) = 6 splits: p = 1/6 at best, reported as such
     asym = tables["asymmetry"].query("task == 'T3' and metric == 'macro_f1'").iloc[0]
-    assert asym["estimate"] > 0.1 and asym["ci_low"] > 0 and asym["p_value"] < 0.05
+    assert asym["estimate"] > 0.1 and asym["ci_low"] > 0
+    assert asym["exact_permutation"] and asym["min_attainable_p"] == pytest.approx(1 / 6)
+    assert asym["p_value"] == pytest.approx(1 / 6) and asym["alternative"] == "greater"
     assert asym["n_vertical"] == asym["n_horizontal"] == 2 * ROWS_PER_RELATION
+    assert asym["n_vertical_targets"] == asym["n_horizontal_targets"] == 2
 
     # T2: repeats (held-out-word assignments) predict different rows; sides are named targets
     t2 = tables["scores"].query("task == 'T2_polarity' and condition == 'sbert' and target == 'vertical' "
@@ -155,6 +183,7 @@ def test_stage_outputs_and_known_effects(workspace):
     asym2 = tables["asymmetry"].query("task == 'T2_polarity' and metric == 'macro_f1'").iloc[0]
     assert asym2["vertical_targets"] == "vertical" and asym2["horizontal_targets"] == "horizontal"
     assert asym2["estimate"] > 0.1 and asym2["ci_low"] > 0
+    assert asym2["min_attainable_p"] == 0.5  # one target a side: no test is possible below 1/2
 
     # selectivity: task minus control on the same rows
     sel = tables["selectivity"].query("metric == 'macro_f1'")
@@ -177,16 +206,41 @@ def test_rerun_is_deterministic(workspace):
     assert (workspace / "results/stats/comparisons.csv").read_text() == first
 
 
-def test_null_scores_give_pvalues(workspace):
-    rows = [{"task": "T3", "condition": "clip_text", "layer": -1, "target": "above", "metric": "macro_f1",
-             "permutation": i, "estimate": e} for i, e in enumerate(np.linspace(0.3, 0.6, 19))]
-    pd.DataFrame(rows).to_parquet(workspace / stats_stage.NULL_PATH)
+def _estimate(workspace, cond, target):
+    raw = pd.read_parquet(workspace / "results/probes/suite/oof/T3.parquet")
+    one = raw[(raw["condition"] == cond) & (raw["layer"] == -1) & (raw["target"] == target)]
+    return np.mean([f1_score(d["y_true"], d["y_pred"], average="macro") for _, d in one.groupby("repeat")])
+
+
+def test_null_scores_give_pvalues_of_the_printed_statistic(workspace):
+    obs = _estimate(workspace, "clip_text", "above")
+    sampled = [{"task": "T3", "condition": "clip_text", "layer": -1, "target": "above",
+                "metric": "macro_f1", "permutation": i, "estimate": e, "observed": obs,
+                "exact": False, "scheme": "group labels exchanged"}
+               for i, e in enumerate(np.r_[np.linspace(0.3, 0.6, 18), obs + 0.01])]
+    obs2 = _estimate(workspace, "sbert", "above")
+    exact = [{"task": "T3", "condition": "sbert", "layer": -1, "target": "above", "metric": "macro_f1",
+              "permutation": i, "estimate": e, "observed": obs2, "exact": True, "scheme": "words relabelled"}
+             for i, e in enumerate([obs2, obs2, 0.5, 0.4, 0.45, 0.41])]
+    pd.DataFrame(sampled + exact).to_parquet(workspace / stats_stage.NULL_PATH)
     stats_stage.main(["--params", "params.yaml"])
     scores = pd.read_csv(workspace / "results/stats/scores.csv")
-    row = scores.query("task == 'T3' and condition == 'clip_text' and layer == -1 and target == 'above' "
-                       "and metric == 'macro_f1'").iloc[0]
-    assert row["p_value"] == pytest.approx(1 / 20) and row["n_null"] == 19  # beats all 19 nulls
+    q = "task == 'T3' and layer == -1 and target == 'above' and metric == 'macro_f1'"
+    row = scores.query(q + " and condition == 'clip_text'").iloc[0]
+    assert row["p_value"] == pytest.approx(2 / 20) and row["n_null"] == 19  # add-one: (1 + 1) / (1 + 19)
+    row = scores.query(q + " and condition == 'sbert'").iloc[0]
+    assert row["p_value"] == pytest.approx(2 / 6) and row["min_attainable_p"] == pytest.approx(1 / 6)
+    assert row["null_exact"] and row["null_scheme"] == "words relabelled"
     assert scores.query("target == 'below'")["p_value"].isna().all()  # no null: no p-value invented
+
+
+def test_a_null_of_another_statistic_is_refused(workspace):
+    rows = [{"task": "T3", "condition": "clip_text", "layer": -1, "target": "above", "metric": "macro_f1",
+             "permutation": i, "estimate": 0.5, "observed": 0.123, "exact": False, "scheme": "x"}
+            for i in range(5)]
+    pd.DataFrame(rows).to_parquet(workspace / stats_stage.NULL_PATH)
+    with pytest.raises(ValueError, match="is not the estimate"):
+        stats_stage.main(["--params", "params.yaml"])
 
 
 def test_bad_oof_is_a_clear_error(tmp_path):

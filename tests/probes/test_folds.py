@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from analysis.data.groups import caption_groups, image_caption_groups, noun_pair_groups
-from analysis.probes.folds import (assert_disjoint, grouped_kfold, nested_cv, word_assignments,
-                                   word_split)
+from analysis.probes.folds import (assert_disjoint, balanced_pair_sides, grouped_kfold, nested_cv,
+                                   word_assignments, word_relabelings, word_split)
 from tests.data.test_groups import toy_table
 
 
@@ -56,21 +56,51 @@ def test_word_assignments_enumerate_every_held_out_combination():
         word_assignments({"up": ["above"], "down": ["below", "under"]})
 
 
-def test_word_split_tests_only_held_out_words_and_drops_shared_noun_pairs():
+def test_word_split_keeps_every_noun_pair_on_one_side_with_few_rows_lost():
     rng = np.random.default_rng(0)
     words = rng.choice(["above", "over", "on top of", "below", "under", "beneath"], size=400)
     pairs = np.array([f"np:{i}" for i in rng.integers(0, 150, size=400)])
     classes = {"up": ["above", "over", "on top of"], "down": ["below", "under", "beneath"]}
     y = np.isin(words, classes["down"]).astype(int)
-    fold, dropped = word_split(words, {"up": "over", "down": "under"}, classes, pairs,
-                               inner_splits=3, y=y, seed=0)
+    fold, info = word_split(words, {"up": "over", "down": "under"}, classes, pairs,
+                            inner_splits=3, y=y, seed=0)
     assert set(words[fold.test]) == {"over", "under"}
     assert not set(words[fold.train]) & {"over", "under"}
     assert not set(pairs[fold.train]) & set(pairs[fold.test])
-    assert dropped > 0
-    # inner: one training word per class held out (2 x 2 assignments, capped at inner_splits=3),
-    # never the outer test
+    n_test_words = np.isin(words, ["over", "under"]).sum()
+    assert info["train_rows"] == len(fold.train) and info["test_rows"] == len(fold.test)
+    assert info["train_rows"] + info["train_rows_dropped"] == len(words) - n_test_words
+    assert info["test_rows"] + info["test_rows_dropped"] == n_test_words
+    # the balanced partition keeps most rows of both sides; dropping every training row that
+    # shares a pair with the test (the old rule) kept far fewer training rows
+    held = np.isin(words, ["over", "under"])
+    old_train = ~held & ~np.isin(pairs, pairs[held])
+    assert info["train_rows"] > old_train.sum()
+    kept = info["train_rows"] / (len(words) - n_test_words) + info["test_rows"] / n_test_words
+    assert kept > 1.0
+    # inner CV (choosing C) is grouped by noun pair for every axis, inside the training side
     assert len(fold.inner) == 3
     for itr, ite in fold.inner:
-        assert not np.isin(np.r_[itr, ite], fold.test).any()
-        assert len(set(words[ite])) == 2 and not set(words[itr]) & set(words[ite])
+        assert np.isin(np.r_[itr, ite], fold.train).all()
+        assert not set(pairs[itr]) & set(pairs[ite])
+
+
+def test_balanced_pair_sides_maximizes_kept_fractions():
+    pairs = np.array(["a"] * 6 + ["b"] * 4 + ["c"] * 2)
+    is_test = np.array([1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 1], bool)
+    is_train = ~is_test
+    to_test = balanced_pair_sides(pairs, is_train, is_test)
+    # shares: a train 5/7, test 1/5 -> train; b train 1/7, test 3/5 -> test; c 1/7 vs 1/5 -> test
+    assert to_test.tolist() == [False] * 6 + [True] * 4 + [True] * 2
+
+
+def test_word_relabelings_are_every_deal_of_the_words():
+    classes = {"left": ["left of", "at the left side of"], "right": ["right of", "at the right side of"]}
+    labs, exact = word_relabelings(classes)
+    assert exact and len(labs) == 6 and labs[0] == classes  # the observed labelling first
+    assert all(sorted(len(v) for v in lab.values()) == [2, 2] for lab in labs)
+    assert len({tuple(tuple(lab[c]) for c in classes) for lab in labs}) == 6
+    up = {"up": ["above", "over", "on top of"], "down": ["below", "under", "beneath"]}
+    assert len(word_relabelings(up)[0]) == 20
+    sampled, exact = word_relabelings(up, max_relabelings=7, seed=1)
+    assert not exact and len(sampled) == 7 and sampled[0] == up

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from analysis.data.groups import noun_pair_groups
-from analysis.probes.tasks import (control_labels, permuted_labels, t1_problems, t2_problems,
-                            t3_holdout_problems, t3_problems)
+from analysis.probes.tasks import (Problem, block_null_problems, control_labels, t1_problems,
+                                   t2_problems, t3_holdout_problems, t3_problems, word_null_problems)
 from analysis.data.relations import load_meta_categories
 from analysis.data.vsr_format import normalize, read_split
 from analysis.probes.settings import CVSettings, T1Settings, T2Settings, T3Settings
@@ -38,17 +38,37 @@ def test_control_labels_keep_class_balance_and_are_fixed_per_group():
     np.testing.assert_array_equal(c, control_labels(y, groups, seed=1))  # deterministic
 
 
-def test_permutations_shuffle_within_groups_only():
+def test_block_null_exchanges_whole_groups_of_the_same_size():
     rng = np.random.default_rng(1)
-    groups = rng.integers(0, 30, size=500)
-    y = rng.integers(0, 2, size=500)
-    P = permuted_labels(y, groups, 200, seed=0)
-    for g in np.unique(groups):
-        m = groups == g
-        assert (P[m].sum(0) == y[m].sum()).all()
-    assert (P != y[:, None]).any(0).mean() > 0.95
-    # each row's label varies over permutations as its group allows
-    assert P.std(1)[np.isin(groups, groups[:5])].mean() > 0
+    sizes = rng.integers(1, 4, size=80)
+    groups = np.repeat(np.arange(80), sizes)
+    y = np.repeat(rng.integers(0, 2, 80), sizes)  # labels constant within a group
+    prob = Problem("T3", "t", np.arange(len(y)), y, groups, 2, [])
+    nulls = block_null_problems(prob, 50, seed=0)
+    assert len(nulls) == 50
+    for q in nulls:
+        df = pd.DataFrame({"g": groups, "y": q.y})
+        assert (df.groupby("g")["y"].nunique() == 1).all()  # within-group dependence kept
+        for k in (1, 2, 3):  # class counts kept among groups of each size
+            m = np.isin(groups, np.flatnonzero(sizes == k))
+            assert q.y[m].sum() == y[m].sum()
+    assert np.mean([(q.y != y).mean() for q in nulls]) > 0.3  # and the labels do move
+
+
+def test_t2_word_null_re_evaluates_every_relabelling(fixture_vsr):
+    table = fixture_table(fixture_vsr)
+    cfg = T2Settings(word_groups=WORDS, max_assignments=None)
+    vert = next(p for p in t2_problems(table, cfg, CV) if p.target == "vertical")
+    nulls, exact = word_null_problems(vert, cfg, CV, max_relabelings=100, seed=0)
+    assert exact and len(nulls) == 20
+    first = nulls[0]  # the observed labelling: the very same problem
+    np.testing.assert_array_equal(first.y, vert.y)
+    assert [f.test.tolist() for f in first.folds] == [f.test.tolist() for f in vert.folds]
+    for q in nulls:
+        assert sorted(map(len, q.info["classes"].values())) == [3, 3]
+        for fold in q.folds:  # each relabelling is evaluated on held-out words, pairs separated
+            assert not set(q.words[fold.test]) & set(q.words[fold.train])
+            assert not set(q.groups[fold.test]) & set(q.groups[fold.train])
 
 
 def test_t1_one_vs_rest_matches_multiclass_and_folds_group_noun_pairs(fixture_vsr):
