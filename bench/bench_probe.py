@@ -108,8 +108,10 @@ def suite(args) -> int:
         settings = validate(SuiteSettings, cfg, "probe_suite", args.params)
         oof, scores, null, report = run_suite(settings, SuiteData(emb_root, vsr_root))
         total = time.perf_counter() - start
+        from analysis.common import cli
+        parts = cli.runtime_parts()
     print(f"probe suite on {args.conditions} + bow ({report['rows']} rows, layers={args.layers}): "
-          f"{total:.0f}s; per part: {report['timings_s']}")
+          f"{total:.0f}s; per part: {parts}")
     print(f"target: under {SUITE_TARGET_S}s on 2 cores: {'met' if total < SUITE_TARGET_S else 'MISSED'}")
     return 0 if total < SUITE_TARGET_S else 1
 

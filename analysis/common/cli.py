@@ -56,6 +56,20 @@ def stage_key(stage: str, argv: list[str]) -> str:
     return stage
 
 
+_PARTS: dict[str, float] = {}
+
+
+def note_runtime_parts(parts: dict[str, float]) -> None:
+    """Seconds per part of a stage (e.g. per condition and task), for its runtime record: wall
+    times never go into a stage's hashed outputs."""
+    _PARTS.clear()
+    _PARTS.update(parts)
+
+
+def runtime_parts() -> dict[str, float]:
+    return dict(_PARTS)
+
+
 def record_runtime(stage: str, argv: list[str], seconds: float) -> Path:
     """Write ``results/runtimes/<stage>.json`` (``embed-<condition>.json``; a DVC output of
     that stage): wall seconds and the machine, for the paper's reproducibility appendix.
@@ -65,7 +79,10 @@ def record_runtime(stage: str, argv: list[str], seconds: float) -> Path:
     from analysis.common.io import write_json
 
     path = RUNTIMES_DIR / f"{stage_key(stage, argv).replace('@', '-')}.json"
-    write_json(path, {"stage": stage_key(stage, argv), "runtime": {
-        "seconds": round(seconds, 1), "cpus": os.cpu_count(), "gpu": gpu_name(),
-        "machine": platform.machine(), "system": platform.system()}})
+    runtime = {"seconds": round(seconds, 1), "cpus": os.cpu_count(), "gpu": gpu_name(),
+               "machine": platform.machine(), "system": platform.system()}
+    if _PARTS:
+        runtime["parts_s"] = dict(_PARTS)
+        _PARTS.clear()
+    write_json(path, {"stage": stage_key(stage, argv), "runtime": runtime})
     return path

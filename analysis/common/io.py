@@ -6,9 +6,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def replace_dir(final: str | Path, keep: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``final`` for a stage to write its whole output
+    into; on success it replaces ``final`` in one rename (no file of an earlier run with other
+    settings survives), on failure it is removed and ``final`` is left as it was. ``keep``:
+    paths relative to ``final`` copied into the new folder first (caches, e.g. verified
+    downloads), where they exist."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        for rel in keep:
+            src = final / rel
+            if src.is_file():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, tmp / rel)
+        yield tmp
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.common.errors import UserError
 from analysis.common.io import read_json, write_json, write_npy
 
 VARIANTS = ("random", "zeroshot")
 SPLITS = ("train", "dev", "test")
 
 VSR_DIR = Path("data/vsr")
+PARTIAL_DIR = Path("data/.partial")  # interrupted downloads, resumed on the next run (not an output)
 TEMPLATES_DIR = Path("data/templates")
 TEMPLATES_KEY = "templates/all"  # the controlled template set, embedded like a split
 IMAGES_DIR = Path("data/images")
@@ -117,6 +119,10 @@ def embedding_dir(condition: str, variant: str, split: str, root: Path = EMBED_D
     return root / condition / variant / split
 
 
+class EmbeddingsError(UserError, ValueError):
+    """Stored embeddings that cannot be used (non-finite values, shape and sidecar disagree)."""
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """Vectors for the rows in ``row_ids`` (same order), plus the sidecar metadata."""
@@ -133,10 +139,14 @@ def save_embeddings(
     views: dict[str, np.ndarray],
     meta: dict[str, Any],
     root: Path = EMBED_DIR,
+    condition_dir: Path | None = None,
 ) -> Path:
     """Write each view as float32 ``<view>.npy`` and the sidecar ``meta.json`` (written last,
-    so a directory with a sidecar is complete). Views are (N, D); ``layers`` is (L, N, D)."""
-    out = embedding_dir(condition, variant, split, root)
+    so a directory with a sidecar is complete). Views are (N, D); ``layers`` is (L, N, D).
+    ``condition_dir``: write under this folder instead of ``root/<condition>`` (the embed
+    stage's temporary folder, swapped in whole when every split is done)."""
+    out = (condition_dir / variant / split if condition_dir is not None
+           else embedding_dir(condition, variant, split, root))
     n = len(meta["row_ids"])
     for name, arr in views.items():
         row_axis = 1 if name == LAYERS_VIEW else 0
@@ -146,8 +156,10 @@ def save_embeddings(
         other = tuple(a for a in range(arr.ndim) if a != row_axis)
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=other))
         if len(bad):
-            raise ValueError(f"{condition} {variant}/{split} view {name}: non-finite values in rows "
-                             f"{[meta['row_ids'][i] for i in bad[:10]]}")
+            raise EmbeddingsError(f"{condition} {variant}/{split} view {name}: the encoder gave NaN "
+                                  f"or Inf for {len(bad)} rows, e.g. "
+                                  f"{[meta['row_ids'][i] for i in bad[:10]]}: nothing was written "
+                                  "(float16 overflow? set embed.dtype: float32)")
         write_npy(out / f"{name}.npy", np.ascontiguousarray(arr, dtype=np.float32))
     write_json(out / "meta.json", {**meta, "views": sorted(views)})
     return out
@@ -169,7 +181,19 @@ def load_embeddings(
     if view not in meta["views"]:
         raise KeyError(f"{d}: no view '{view}' (has {meta['views']})")
     X = np.load(d / f"{view}.npy", mmap_mode=None)
-    return Embeddings(X=X, row_ids=np.asarray(meta["row_ids"]), meta=meta)
+    row_ids = np.asarray(meta["row_ids"])
+    row_axis = 1 if view == LAYERS_VIEW else 0
+    if X.ndim != row_axis + 2 or X.shape[row_axis] != len(row_ids):
+        raise EmbeddingsError(f"{d / (view + '.npy')}: shape {X.shape} does not match the "
+                              f"{len(row_ids)} row ids of {meta_path} (re-run 'dvc repro embed@{condition}')")
+    finite = np.isfinite(X).all(axis=tuple(a for a in range(X.ndim) if a != row_axis))
+    if not finite.all():
+        bad = row_ids[~finite]
+        raise EmbeddingsError(f"{d / (view + '.npy')} (condition {condition}, {variant}/{split}): "
+                              f"{len(bad)} rows hold NaN or Inf, e.g. {bad[:5].tolist()}: the "
+                              f"file is damaged or was not written by this version; re-run "
+                              f"'dvc repro embed@{condition}'")
+    return Embeddings(X=X, row_ids=row_ids, meta=meta)
 
 
 def has_view(condition: str, variant: str, split: str, view: str, root: Path = EMBED_DIR) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from analysis.common.cli import stage_parser
-from analysis.common.io import write_parquet
+from analysis.common.io import replace_dir, write_parquet
 from analysis.common.params import Settings, SettingsError, load_params, stage_settings
 from analysis.common.store import (TEMPLATE_EXTRA, TEMPLATES_KEY, VSR_COLUMNS, load_split,
                                    parse_split_key, table_path)
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError(f"{args.params}: templates.pairs entry {list(p)} is not two distinct nouns")
     df = generate(pairs, relations, meta, cfg.template, cfg.verbal_template, cfg.verbal)
     out = table_path(*parse_split_key(TEMPLATES_KEY))
-    write_parquet(out, df)
+    with replace_dir(out.parent) as folder:
+        write_parquet(folder / out.name, df)
     log.info("wrote %s: %d rows = %d pairs x %d relations x 2 orders", out, len(df), len(pairs),
              len(relations))
     return 0

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from analysis.common import store
 from analysis.common.cli import stage_parser
-from analysis.common.io import atomic_path, sha256_file, write_json, write_parquet
+from analysis.common.io import atomic_path, replace_dir, sha256_file, write_json, write_parquet
 from analysis.common.params import Settings, load_params, stage_settings
 from analysis.data.relations import load_meta_categories
 from analysis.data.vsr_format import ChecksumError, VSRDataError, normalize, read_split, split_summary
@@ -144,15 +144,19 @@ def verify_sha256(path: Path, expected: str | None, name: str, origin: str) -> s
     return actual
 
 
-def acquire(source: Source, variant: str, split: str, expected: str | None) -> Path:
-    """Verified raw split at `store.raw_split_path`; an already verified copy is reused."""
+def acquire(source: Source, variant: str, split: str, expected: str | None,
+            root: Path = store.VSR_DIR) -> Path:
+    """Verified raw split at `store.raw_split_path` under ``root``; an already verified copy
+    there is reused. A partial download waits in `store.PARTIAL_DIR` (outside the stage's
+    output folder, which is replaced whole), so an interrupted one resumes."""
     name = store.split_key(variant, split)
-    raw = store.raw_split_path(variant, split)
+    raw = store.raw_split_path(variant, split, root)
     if raw.is_file() and expected and sha256_file(raw) == expected.lower():
-        log.info("%s: verified copy already at %s", name, raw)
+        log.info("%s: verified copy already at %s", name, store.raw_split_path(variant, split))
         return raw
     raw.parent.mkdir(parents=True, exist_ok=True)
-    partial = raw.with_name(raw.name + ".download")  # kept between runs so a download resumes
+    partial = store.PARTIAL_DIR / "vsr" / variant / f"{split}.jsonl.download"
+    partial.parent.mkdir(parents=True, exist_ok=True)
     source.fetch_to(variant, split, partial)
     try:
         verify_sha256(partial, expected, name, source.origin(variant, split))
@@ -178,15 +182,17 @@ def main(argv: list[str] | None = None) -> int:
                                "must be pinned")
 
     splits: dict[str, Any] = {}
-    for variant, split in tqdm(keys, desc="vsr splits", unit="split"):
-        name = store.split_key(variant, split)
-        raw = acquire(source, variant, split, pins.get(name))
-        with raw.open("rb") as fh:
-            rows = read_split(fh, meta, file=source.origin(variant, split))
-        df = normalize(rows, variant, split)
-        write_parquet(store.table_path(variant, split), df)
-        splits[name] = split_summary(df, pins[name].lower())
-        log.info("%s: %d rows, %d unparsed captions", name, len(df), splits[name]["unparsed"])
+    raws = [store.raw_split_path(v, s, Path(".")).as_posix() for v, s in keys]
+    with replace_dir(store.VSR_DIR, keep=raws) as out:  # verified copies are kept, not fetched again
+        for variant, split in tqdm(keys, desc="vsr splits", unit="split"):
+            name = store.split_key(variant, split)
+            raw = acquire(source, variant, split, pins.get(name), root=out)
+            with raw.open("rb") as fh:
+                rows = read_split(fh, meta, file=source.origin(variant, split))
+            df = normalize(rows, variant, split)
+            write_parquet(store.table_path(variant, split, out), df)
+            splits[name] = split_summary(df, pins[name].lower())
+            log.info("%s: %d rows, %d unparsed captions", name, len(df), splits[name]["unparsed"])
 
     total = sum(s["rows"] for s in splits.values())
     unparsed = sum(s["unparsed"] for s in splits.values())

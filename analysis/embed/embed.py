@@ -23,11 +23,11 @@ import torch
 from analysis.common.cli import stage_parser
 from analysis.common.device import EMBED_DEVICES, pick_device
 from analysis.common.errors import UserError
-from analysis.common.io import sha256_file
+from analysis.common.io import replace_dir, sha256_file
 from analysis.common.params import Settings, load_params, stage_settings
 from analysis.embed import encoders
 from analysis.embed.encoders import ModelSpec
-from analysis.common.store import (IMAGE_MANIFEST, TEMPLATES_KEY, load_split, parse_split_key,
+from analysis.common.store import (EMBED_DIR, IMAGE_MANIFEST, TEMPLATES_KEY, load_split, parse_split_key,
                             raw_split_path, save_embeddings, table_path)
 
 log = logging.getLogger("embed")
@@ -259,50 +259,52 @@ def main(argv: list[str] | None = None) -> int:
     enc = build_encoder(cond, models, cfg, device)
     versions = encoders.library_versions()
     dtype, worst = None, None
-    for variant, split in plan:
-        key = f"{variant}/{split}"
-        table = load_split(variant, split)
-        if cond.needs_images:
-            keep, paths, excluded = image_rows(table, manifest)
-            if excluded:
-                log.warning("%s %s: %d of %d rows excluded (image not usable), e.g. %s", cond.name, key,
-                            len(excluded), len(table), excluded[0])
-            table = table[keep]
-            if table.empty:
-                raise ValueError(f"{cond.name} {key}: no row has a usable image (see {IMAGE_MANIFEST})")
-        else:
-            paths, excluded = [], []
-        captions = table["caption"].astype(str).tolist()
-        if dtype is None:
-            dtype, worst = pick_dtype(cfg.dtype, device, cond, enc, captions, paths)
-        layers = key in layer_keys and cond.modality != "concat"
-        log.info("%s %s: %d rows on %s (%s)%s", cond.name, key, len(table), device, str(dtype).replace("torch.", ""),
-                 " + layers" if layers else "")
-        views = encode_rows(cond, enc, captions, paths, layers, progress=not args.no_progress)
-        sha, data_file = dataset_checksum(variant, split)
-        pooling = {v: POOLING[v] for v in views if v != "layers"}
-        if "layers" in views:
-            pooling["layers"] = POOLING[f"layers:{cond.layer_kind}"]
-        meta = {
-            "condition": cond.name,
-            "model_id": enc.source.model_id,
-            "revision": enc.source.revision,
-            "model_path": str(enc.source.local_dir) if enc.source.origin == "path" else None,
-            "random_seed": cond.random_seed,
-            "weights": "random init (seed above)" if cond.random_seed is not None else "pretrained",
-            "pooling": pooling,
-            "dims": {v: list(a.shape[1:]) if v != "layers" else [a.shape[0], a.shape[2]] for v, a in views.items()},
-            "dataset_sha256": sha,
-            "dataset_file": data_file,
-            "split": key,
-            "row_ids": table["row_id"].astype(str).tolist(),
-            "n_rows": int(len(table)),
-            "excluded": excluded,
-            "device": device,
-            "dtype": str(dtype).replace("torch.", ""),
-            "fp16_worst_cosine": worst,
-            "versions": versions,
-        }
-        out = save_embeddings(cond.name, variant, split, views, meta)
-        log.info("%s %s: wrote %s (%s)", cond.name, key, out, ", ".join(f"{k} {list(v.shape)}" for k, v in views.items()))
+    with replace_dir(EMBED_DIR / cond.name) as folder:  # every split, swapped in together
+        for variant, split in plan:
+            key = f"{variant}/{split}"
+            table = load_split(variant, split)
+            if cond.needs_images:
+                keep, paths, excluded = image_rows(table, manifest)
+                if excluded:
+                    log.warning("%s %s: %d of %d rows excluded (image not usable), e.g. %s", cond.name, key,
+                                len(excluded), len(table), excluded[0])
+                table = table[keep]
+                if table.empty:
+                    raise ValueError(f"{cond.name} {key}: no row has a usable image (see {IMAGE_MANIFEST})")
+            else:
+                paths, excluded = [], []
+            captions = table["caption"].astype(str).tolist()
+            if dtype is None:
+                dtype, worst = pick_dtype(cfg.dtype, device, cond, enc, captions, paths)
+            layers = key in layer_keys and cond.modality != "concat"
+            log.info("%s %s: %d rows on %s (%s)%s", cond.name, key, len(table), device, str(dtype).replace("torch.", ""),
+                     " + layers" if layers else "")
+            views = encode_rows(cond, enc, captions, paths, layers, progress=not args.no_progress)
+            sha, data_file = dataset_checksum(variant, split)
+            pooling = {v: POOLING[v] for v in views if v != "layers"}
+            if "layers" in views:
+                pooling["layers"] = POOLING[f"layers:{cond.layer_kind}"]
+            meta = {
+                "condition": cond.name,
+                "model_id": enc.source.model_id,
+                "revision": enc.source.revision,
+                "model_path": str(enc.source.local_dir) if enc.source.origin == "path" else None,
+                "random_seed": cond.random_seed,
+                "weights": "random init (seed above)" if cond.random_seed is not None else "pretrained",
+                "pooling": pooling,
+                "dims": {v: list(a.shape[1:]) if v != "layers" else [a.shape[0], a.shape[2]] for v, a in views.items()},
+                "dataset_sha256": sha,
+                "dataset_file": data_file,
+                "split": key,
+                "row_ids": table["row_id"].astype(str).tolist(),
+                "n_rows": int(len(table)),
+                "excluded": excluded,
+                "device": device,
+                "dtype": str(dtype).replace("torch.", ""),
+                "fp16_worst_cosine": worst,
+                "versions": versions,
+            }
+            out = save_embeddings(cond.name, variant, split, views, meta, condition_dir=folder)
+            log.info("%s %s: wrote %s (%s)", cond.name, key, EMBED_DIR / cond.name / variant / split,
+                     ", ".join(f"{k} {list(v.shape)}" for k, v in views.items()))
     return 0

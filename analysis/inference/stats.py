@@ -27,7 +27,7 @@ from tqdm import tqdm
 from analysis.inference import resampling as stats
 from analysis.common import store
 from analysis.common.cli import stage_parser
-from analysis.common.io import write_csv, write_json
+from analysis.common.io import replace_dir, write_csv, write_json
 from analysis.common.params import Settings, load_params, stage_settings
 
 log = logging.getLogger("stats")
@@ -623,13 +623,14 @@ def main(argv: list[str] | None = None) -> int:
     tables, missing, summary = run((read_oof(paths) for paths in bundles(files)), cfg, relations,
                                    null, suite_scores)
     missing += [f"meta-categories: VSR table not loaded for {m}" for m in unloaded]
-    for name, df in tables.items():
-        write_csv(STATS_DIR / f"{name}.csv", df)
-        log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
     for note in missing:
         log.warning("missing: %s", note)
-    write_json(STATS_DIR / "report.json", {
-        "missing": missing, **summary, "null_scores": NULL_PATH.exists(),
-        "settings": cfg.model_dump(mode="json")})
+    with replace_dir(STATS_DIR) as out:
+        for name, df in tables.items():
+            write_csv(out / f"{name}.csv", df)
+            log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+        write_json(out / "report.json", {
+            "missing": missing, **summary, "null_scores": NULL_PATH.exists(),
+            "settings": cfg.model_dump(mode="json")})
     write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"], missing))
     return 0

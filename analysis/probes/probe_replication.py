@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from analysis.common import store
 from analysis.common.cli import stage_parser
-from analysis.common.io import write_csv, write_json
+from analysis.common.io import replace_dir, write_csv, write_json
 from analysis.common.errors import UserError
 from analysis.common.params import Settings, conditions as read_conditions, load_params, stage_settings
 
@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{cfg.variant}/{cfg.split}: run the embed stage first")
     inputs = {c: aligned_inputs(c, table, cfg.variant, cfg.split) for c in selected}
     out = run(inputs, cfg, missing, n_jobs=args.jobs)
-    for cond, df in out["per_condition"].items():
-        write_csv(store.REPLICATION_DIR / f"{cond}.csv", df)
-    write_csv(store.REPLICATION_DIR / "summary.csv", out["summary"])
-    write_csv(store.REPLICATION_DIR / "comparison.csv", out["comparison"])
+    with replace_dir(store.REPLICATION_DIR) as folder:
+        for cond, df in out["per_condition"].items():
+            write_csv(folder / f"{cond}.csv", df)
+        write_csv(folder / "summary.csv", out["summary"])
+        write_csv(folder / "comparison.csv", out["comparison"])
     write_json(store.REPLICATION_METRICS, out["metrics"])
     return 0

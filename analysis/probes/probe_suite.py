@@ -23,8 +23,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from analysis.common import store
-from analysis.common.cli import stage_parser
-from analysis.common.io import write_csv, write_json, write_parquet
+from analysis.common.cli import note_runtime_parts, stage_parser
+from analysis.common.io import replace_dir, write_csv, write_json, write_parquet
 from analysis.common.params import load_params, stage_settings
 from analysis.common.store import OOF_COLUMNS, TIDY_COLUMNS
 from analysis.probes.features import bow_features, cosine, interaction, standardize
@@ -283,7 +283,8 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
     probe_holdout(c, data, cfg, eng, text, pairs)
     report["layerwise"] = probe_layers(c, data, cfg, eng, table, text, pairs, pair_feats,
                                        t3_table, t3_idx, t3_ids)
-    report["timings_s"] = c.timings
+    log.info("probe suite parts (seconds): %s", c.timings)
+    note_runtime_parts(c.timings)  # to results/runtimes/probe_suite.json, not the hashed outputs
 
     oof = pd.concat(c.oofs, ignore_index=True)
     sc = pd.concat(c.scores, ignore_index=True)
@@ -301,15 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("probe_suite", __doc__.splitlines()[0])
     args = parser.parse_args(argv)
     cfg = stage_settings(SuiteSettings, load_params(args.params), "probe_suite", args.params)
-    start = time.perf_counter()
     oof, scores, null, report = run_suite(cfg)
-    for task, df in oof.items():
-        write_parquet(store.OOF_DIR / f"{task}.parquet", df)
-    write_csv(SUITE_DIR / "scores.csv", scores)
-    if len(null):
-        write_parquet(store.NULL_PATH, null)
-    report["total_s"] = round(time.perf_counter() - start, 1)
-    write_json(SUITE_DIR / "report.json", report)
-    log.info("probe suite: %d score rows, %d OOF rows over %d tasks in %.0fs", len(scores),
-             sum(len(d) for d in oof.values()), len(oof), report["total_s"])
+    with replace_dir(SUITE_DIR) as out:  # the whole folder at once: no stale OOF or null file
+        for task, df in oof.items():
+            write_parquet(out / "oof" / f"{task}.parquet", df)
+        write_csv(out / "scores.csv", scores)
+        if len(null):
+            write_parquet(out / store.NULL_PATH.name, null)
+        write_json(out / "report.json", report)
+    log.info("probe suite: %d score rows, %d OOF rows over %d tasks", len(scores),
+             sum(len(d) for d in oof.values()), len(oof))
     return 0

@@ -16,11 +16,11 @@ def test_non_finite_vectors_are_an_error_naming_rows(tmp_path):
     good = np.ones((3, 4), dtype=np.float32)
     layers = np.ones((2, 3, 4), dtype=np.float32)
     layers[1, 2, 0] = np.inf
-    with pytest.raises(ValueError, match=r"layers: non-finite values in rows \['r/3'\]"):
+    with pytest.raises(store.EmbeddingsError, match=r"layers: the encoder gave NaN or Inf for 1 rows, e.g. \['r/3'\]"):
         save_embeddings("sbert", "random", "dev", {"mean": good, "layers": layers}, meta, root=tmp_path)
     bad = good.copy()
     bad[1, 1] = np.nan
-    with pytest.raises(ValueError, match=r"non-finite values in rows \['r/2'\]"):
+    with pytest.raises(store.EmbeddingsError, match=r"NaN or Inf for 1 rows, e.g. \['r/2'\]"):
         save_embeddings("sbert", "random", "dev", {"mean": bad}, meta, root=tmp_path)
     with pytest.raises(ValueError, match=r"rows on axis 1"):
         save_embeddings("sbert", "random", "dev", {"mean": good, "layers": layers[:, :2]}, meta, root=tmp_path)
@@ -28,6 +28,24 @@ def test_non_finite_vectors_are_an_error_naming_rows(tmp_path):
                           root=tmp_path)
     saved = load_embeddings("sbert", "random", "dev", view="layers", root=tmp_path)
     assert saved.X.shape == (2, 3, 4) and saved.meta["views"] == ["layers", "mean"] and out.is_dir()
+
+
+def test_damaged_stored_vectors_are_an_error_naming_file_rows_and_condition(tmp_path):
+    """NaN in a stored file (damaged, or written by other code) is caught when it is read."""
+    meta = {"row_ids": ["r/1", "r/2", "r/3"]}
+    out = save_embeddings("clip_text", "random", "dev", {"pooler_output": np.ones((3, 4))}, meta,
+                          root=tmp_path)
+    X = np.ones((3, 4), dtype=np.float32)
+    X[2, 1] = np.nan
+    np.save(out / "pooler_output.npy", X)
+    with pytest.raises(store.EmbeddingsError) as err:
+        load_embeddings("clip_text", "random", "dev", root=tmp_path)
+    msg = str(err.value)
+    assert "pooler_output.npy" in msg and "condition clip_text" in msg and "['r/3']" in msg
+    assert "dvc repro embed@clip_text" in msg
+    np.save(out / "pooler_output.npy", np.ones((2, 4), dtype=np.float32))
+    with pytest.raises(store.EmbeddingsError, match="does not match the 3 row ids"):
+        load_embeddings("clip_text", "random", "dev", root=tmp_path)
 
 
 def test_round_trip_keeps_rows_and_default_view(tmp_path):

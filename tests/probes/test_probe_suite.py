@@ -3,6 +3,8 @@ signal separated from noise, and the files the stage writes."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,8 +116,14 @@ def test_main_writes_outputs(tmp_path, fixture_vsr, repo_root, monkeypatch):
                              "t1": {"ovr": False}, "layers": {"tasks": []}, "permutation": {"n": 0}})
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"probe_suite": cfg}))
     monkeypatch.chdir(tmp_path)
+    stale = tmp_path / "results/probes/suite/oof/T3_holdout_random.parquet"  # from a fuller run
+    stale.parent.mkdir(parents=True)
+    stale.write_text("stale")
+    (stale.parent.parent / "null.parquet").write_text("stale")
     assert main(["--params", "p.yaml"]) == 0
     out = tmp_path / "results" / "probes" / "suite"
+    assert not stale.exists() and not (out / "null.parquet").exists()  # the folder is replaced whole
+    assert "timings_s" not in json.loads((out / "report.json").read_text())  # no wall time in outputs
     assert (out / "scores.csv").exists() and (out / "report.json").exists()
     assert {p.name for p in (out / "oof").iterdir()} == {
         "T1.parquet", "T1_control.parquet", "T1_control_ovr.parquet", "T2_axis.parquet",
