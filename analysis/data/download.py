@@ -26,12 +26,29 @@ _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
 
 
 class DownloadError(UserError, RuntimeError):
-    """A download failed for good; the message names the URL and what went wrong."""
+    """A download failed for good; the message names the URL and what went wrong. ``offline``:
+    the host name could not be resolved (no network: retrying cannot help)."""
 
-    def __init__(self, url: str, problem: str) -> None:
+    def __init__(self, url: str, problem: str, offline: bool = False) -> None:
         super().__init__(f"{url}: {problem}")
         self.url = url
         self.problem = problem
+        self.offline = offline
+
+
+def _unresolvable(exc: BaseException) -> bool:
+    """Whether a connection error is a failed DNS lookup (socket.gaierror somewhere in the chain)."""
+    import socket
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, socket.gaierror) or "NameResolutionError" in type(exc).__name__:
+            return True
+        if "Failed to resolve" in str(exc) or "Name or service not known" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__ or (exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+    return False
 
 
 # what a dropped or stalled connection raises while the body streams (urllib3 raises its own)
@@ -119,6 +136,10 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout_s: float,
     try:
         resp = session.get(url, headers=headers, stream=True, timeout=timeout_s)
     except (requests.ConnectionError, requests.Timeout) as exc:
+        if _unresolvable(exc):
+            host = requests.utils.urlparse(url).hostname
+            raise DownloadError(url, f"cannot resolve {host}: no network (not retried)",
+                                offline=True) from None
         raise _Retryable(f"{type(exc).__name__}: {exc}") from None
     except requests.RequestException as exc:  # a malformed URL, too many redirects, ...
         raise DownloadError(url, f"{type(exc).__name__}: {exc}") from None

@@ -208,6 +208,10 @@ def fetch_one(image: str, link: str, dest_dir: Path, cache: VerifiedCache,
     try:
         get(link, dest)
     except DownloadError as exc:
+        if exc.offline:  # no network: every other image would fail the same way
+            raise ImagesError(f"{exc}\nOffline? Set images.dir in the params file to a folder "
+                              "of COCO 2017 images named as VSR's `image` field (e.g. an "
+                              "unpacked train2017 + val2017).") from None
         return manifest_row(image, shown, "missing", str(exc))
     row = inspect_file(image, dest, shown)
     cache.record(row, dest)
@@ -223,7 +227,12 @@ def run_parallel(jobs: dict[str, Callable[[], dict[str, Any]]], workers: int,
             tqdm(total=len(jobs), desc=desc, unit="img") as bar:
         futures = {pool.submit(job): image for image, job in jobs.items()}
         for fut in as_completed(futures):
-            row = fut.result()
+            try:
+                row = fut.result()
+            except ImagesError:
+                for other in futures:
+                    other.cancel()  # the queued jobs; running ones finish their attempt
+                raise
             rows.append(row)
             counts[row["status"]] += 1
             bar.set_postfix(counts, refresh=False)

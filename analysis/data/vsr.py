@@ -28,6 +28,10 @@ from analysis.data.vsr_format import ChecksumError, VSRDataError, normalize, rea
 log = logging.getLogger("vsr")
 
 GITHUB_RAW = "https://raw.githubusercontent.com/{repo}/{commit}/data/splits/{variant}/{split}.jsonl"
+OFFLINE_HINT = ("Offline? Put the VSR files in a folder laid out {variant}/{split}.jsonl and set "
+                "data.mirror to it in the params file (the data.sha256 pins still apply), or use "
+                "data.source: hf with a Hugging Face cache that holds the datasets and "
+                "HF_HUB_OFFLINE=1.")
 
 
 # --------------------------------------------------------------------------- settings
@@ -122,13 +126,22 @@ class Source:
                                    "(layout {variant}/{split}.jsonl)")
             shutil.copyfile(src, dest)
         elif self.kind == "github":
-            from analysis.data.download import fetch
-            fetch(self.origin(variant, split), dest)
+            from analysis.data.download import DownloadError, fetch
+            try:
+                fetch(self.origin(variant, split), dest)
+            except DownloadError as exc:
+                raise VSRDataError(f"{exc}\n{OFFLINE_HINT}") from None
         else:
             from huggingface_hub import hf_hub_download
+            from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
             repo, rev = self._hf(variant)
-            cached = hf_hub_download(repo_id=repo, filename=f"{split}.jsonl", repo_type="dataset",
-                                     revision=rev)
+            try:
+                cached = hf_hub_download(repo_id=repo, filename=f"{split}.jsonl",
+                                         repo_type="dataset", revision=rev)
+            except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+                raise VSRDataError(f"hf://datasets/{repo}@{rev}/{split}.jsonl: "
+                                   f"{type(exc).__name__}: {str(exc).splitlines()[0]}\n"
+                                   f"{OFFLINE_HINT}") from None
             shutil.copyfile(cached, dest)
 
 

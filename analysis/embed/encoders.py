@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from analysis.common.errors import UserError
 from analysis.common.params import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ def folder_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+class ModelUnavailableError(UserError):
+    """The model's files cannot be had (no network, no local copy); the message names the
+    setting to use instead."""
+
+
 class ModelSpec(Settings):
     """One model of params `models`: a hub id at a pinned revision, or a local folder."""
 
@@ -82,16 +88,25 @@ def resolve_source(spec: ModelSpec, files: Sequence[str], name: str = "model",
     if spec.path:
         local = Path(spec.path)
         if not local.is_dir():
-            raise FileNotFoundError(f"models.{name}.path: {local} is not a folder")
+            raise ModelUnavailableError(f"models.{name}.path: {local} is not a folder")
         return ModelSource(model_id=hub_id or str(local), local_dir=local,
                            revision=f"local-sha256:{folder_hash(local)}", origin="path")
     if not hub_id or not spec.revision:
         raise ValueError(f"models.{name}: set 'hub_id' and 'revision', or a local 'path'")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     def fetch(patterns: list[str]) -> Path:
-        return Path(snapshot_download(hub_id, revision=str(spec.revision), allow_patterns=patterns,
-                                      ignore_patterns=SKIP_FILES, cache_dir=cache_dir))
+        try:
+            return Path(snapshot_download(hub_id, revision=str(spec.revision),
+                                          allow_patterns=patterns, ignore_patterns=SKIP_FILES,
+                                          cache_dir=cache_dir))
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            raise ModelUnavailableError(
+                f"models.{name}: cannot get {hub_id}@{spec.revision} from the Hugging Face hub "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Offline? Set "
+                f"models.{name}.path in the params file to a local copy of the model folder, or "
+                f"export HF_HUB_OFFLINE=1 with a Hugging Face cache that holds that revision.") from None
 
     local = fetch(list(files) + [WEIGHT_FILES[0]])
     if not (local / WEIGHT_FILES[0]).exists():  # older repos ship only the PyTorch pickle

@@ -336,3 +336,14 @@ def test_progress_bar_runs(server, jpeg, tmp_path, capsys):
     server.routes["/a.jpg"] = Route(jpeg)
     fetch(server.url("/a.jpg"), tmp_path / "a.jpg", **{**FAST, "progress": True})
     assert "a.jpg" in capsys.readouterr().err
+
+
+def test_an_unresolvable_host_fails_at_once_naming_the_url(tmp_path, monkeypatch):
+    """Offline (DNS fails): no retries with backoff, a DownloadError marked offline."""
+    slept = []
+    monkeypatch.setattr(download.time, "sleep", slept.append)
+    url = "http://vsr-host.invalid/data/train.jsonl"
+    with pytest.raises(DownloadError) as err:
+        fetch(url, tmp_path / "train.jsonl", retries=5, progress=False)
+    assert err.value.offline and url in str(err.value) and "no network" in str(err.value)
+    assert slept == []

@@ -282,3 +282,14 @@ def test_missing_split_table_names_the_vsr_stage(tmp_path, monkeypatch):
                                       "images": {"splits": ["random/dev"]}}))
     with pytest.raises(FileNotFoundError, match="run the 'vsr' stage"):
         images.main(["--params", str(params)])
+
+
+def test_offline_download_stops_at_once_naming_images_dir(tmp_path, monkeypatch):
+    slept = []
+    monkeypatch.setattr("analysis.data.download.time.sleep", slept.append)
+    links = {f"{i:012d}.jpg": f"http://coco-images.invalid/{i:012d}.jpg" for i in range(50)}
+    cfg = images.ImagesSettings(splits=["random/train"], workers=4, retries=5)
+    with pytest.raises(ImagesError) as err:
+        images.acquire(links, cfg, "params.yaml", images_dir=tmp_path / "images")
+    assert "images.dir" in str(err.value) and "no network" in str(err.value)
+    assert slept == []

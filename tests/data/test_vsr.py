@@ -398,3 +398,13 @@ def test_real_vsr_checksums_and_parse_rate(tmp_path, monkeypatch, shared_vsr):
         for ours, r in zip(df["subject"], up):
             assert ours == r["subj"] or (ours.endswith(r["subj"]) and
                                          set(ours[:len(ours) - len(r["subj"])]) <= set("The "))
+
+
+def test_offline_github_source_names_data_mirror(tmp_path, monkeypatch):
+    monkeypatch.setattr(vsr, "GITHUB_RAW", "http://github-raw.invalid/{repo}/{commit}/{variant}/{split}.jsonl")
+    params = smoke_params(tmp_path, mirror=None, source="github", variants=["random"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(VSRDataError) as err:
+        vsr.main(["--params", str(params)])
+    msg = str(err.value)
+    assert "github-raw.invalid" in msg and "data.mirror" in msg and "not retried" in msg

@@ -249,7 +249,7 @@ def test_local_source_hash_tracks_content(tmp_path):
     cfg["layer_norm_eps"] = 1e-6
     (copy / "config.json").write_text(json.dumps(cfg))
     assert E.resolve_source(E.ModelSpec(path=str(copy)), E.SBERT_FILES).revision != a.revision
-    with pytest.raises(FileNotFoundError, match="models.sbert.path"):
+    with pytest.raises(E.ModelUnavailableError, match="models.sbert.path"):
         E.resolve_source(E.ModelSpec(path=str(tmp_path / "nope")), E.SBERT_FILES, name="sbert")
     with pytest.raises(ValueError, match="hub_id"):
         E.resolve_source(E.ModelSpec(path=None, hub_id="org/name"), E.SBERT_FILES, name="sbert")
@@ -275,3 +275,15 @@ def test_hub_source_resolves_commit_offline(tmp_path):
     model_id, revision, local = json.loads(out.stdout.strip().splitlines()[-1])
     assert (model_id, revision) == ("org/tiny-clip", commit)
     assert Path(local) == repo / "snapshots" / commit
+
+
+def test_offline_hub_model_names_the_setting_to_use(tmp_path, monkeypatch):
+    """No network and no cached copy: one message naming models.<name>.path and HF_HUB_OFFLINE."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(E.ModelUnavailableError) as err:
+        E.resolve_source(E.ModelSpec(hub_id="sentence-transformers/all-mpnet-base-v2",
+                                     revision="e8c3b32edf5434bc2275fc9bab85f82640a19130"),
+                         E.SBERT_FILES, name="sbert", cache_dir=tmp_path / "hub")
+    msg = str(err.value)
+    assert "models.sbert.path" in msg and "HF_HUB_OFFLINE=1" in msg and "\n" not in msg
