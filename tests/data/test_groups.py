@@ -48,3 +48,30 @@ def test_geometry_groups_are_unordered_noun_pairs_or_the_row():
     g = noun_pair_or_row_groups(t)
     assert g[0] == g[1] == "cat|dog" and g[2] == "row:r3"
     assert list(noun_pair_or_row_groups(t.assign(pair_id=["a", "b", "c"]))) == ["a", "b", "c"]
+
+
+def test_noun_pair_caption_groups_keep_noun_pairs_and_repeated_captions_together():
+    from analysis.data.groups import noun_pair_caption_groups
+    t = pd.DataFrame({"caption": ["a", "b", "c", "c", "d", "e"],
+                      "subject": ["cat", "dog", None, None, "cat", "bed"],
+                      "object": ["dog", "cat", None, None, "bed", "cat"],
+                      "parsed": [True, True, False, False, True, True]})
+    g = noun_pair_caption_groups(t)
+    assert g[0] == g[1]            # the same unordered noun pair
+    assert g[2] == g[3]            # a repeated caption without parsed nouns: one unit, not two rows
+    assert g[4] == g[5] != g[0]    # cat|bed is its own pair: sharing one noun does not link
+    assert len(set(g)) == 3
+    # noun-pair groups as the older function made them, refined by captions: never finer
+    t = toy_table(seed=2).assign(row_id=lambda d: [f"r{k}" for k in range(len(d))])
+    g = noun_pair_caption_groups(t)
+    assert (pd.Series(g).groupby(t["caption"].to_numpy()).nunique() == 1).all()
+    assert (pd.Series(g).groupby(noun_pair_or_row_groups(t)).nunique() == 1).all()
+
+
+def test_row_nouns_codes_both_nouns_of_every_row():
+    from analysis.data.groups import row_nouns
+    t = pd.DataFrame({"subject": ["cat", "dog", None], "object": ["dog", "bed", None],
+                      "parsed": [True, True, False]})
+    names, codes = row_nouns(t)
+    assert names == ["bed", "cat", "dog"]
+    np.testing.assert_array_equal(codes, [[1, 2], [2, 0], [-1, -1]])
