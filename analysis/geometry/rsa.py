@@ -10,8 +10,9 @@ that never duplicate a stimulus (`analysis/geometry/resampling.py`): VSR caption
 of the noun-pair/caption groups without replacement; the template set, whose noun pairs cross
 10 nouns, drops one noun at a time (jackknife). One set of replicates is shared by all conditions
 and analyses of a stimulus set. p-values carry Holm and BH adjustments per table x stimulus set x
-metric. Tables go to ``results/rsa/``, RDMs for figures to ``results/rsa/rdms/``. The analyses are `analysis/geometry/comparisons.py`; this module loads
-(`load_stimuli`), runs them (`run`) and writes (`write`, `main`).
+metric. Tables go to ``results/rsa/``, RDMs for figures to ``results/rsa/rdms/``. The analyses
+are `analysis/geometry/comparisons.py`; this module loads (`load_stimuli`), runs them (`run`) and
+writes (`write`, `main`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from pydantic import field_validator
 
 from analysis.common import store
 from analysis.common.cli import stage_parser
@@ -77,6 +79,13 @@ class RsaSettings(Settings):
     """relation -> [axis, polarity]; unlisted relations are axis "other\""""
     synonyms: tuple[tuple[str, str], ...] = ()
     """relation pairs read as (near-)synonyms, for the order-sensitivity baseline"""
+
+    @field_validator("subsample_fraction")
+    @classmethod
+    def _a_proper_subset(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"must be between 0 and 1 (exclusive), got {v}")
+        return v
 
 
 # ----------------------------------------------------------------------------- inputs

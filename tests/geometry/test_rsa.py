@@ -431,3 +431,10 @@ def test_p_values_are_adjusted_within_table_stimuli_metric_families(unrelated, s
                 np.testing.assert_allclose(t["p_holm"], _holm(t["p_value"]), atol=1e-12)
                 np.testing.assert_allclose(t["p_bh"], _bh(t["p_value"]), atol=1e-12)
                 assert (t["p_holm"] >= t["p_bh"] - 1e-12).all() and (t["p_bh"] >= t["p_value"] - 1e-12).all()
+
+
+def test_subsample_fraction_must_leave_a_proper_subset():
+    from analysis.common.params import SettingsError
+    cfg = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["rsa"]
+    with pytest.raises(SettingsError, match="subsample_fraction"):
+        validate(rsa.RsaSettings, {**cfg, "subsample_fraction": 1.0}, "rsa")
