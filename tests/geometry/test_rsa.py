@@ -132,6 +132,8 @@ def test_tables_are_tidy_with_valid_cis(stage):
         assert len(df) > 0, name
         ok = df.dropna(subset=["ci_low"])
         assert (ok["ci_low"] <= ok["ci_high"] + 1e-12).all(), name
+        # every interval contains its own estimate (captions and the template set)
+        assert ((ok["ci_low"] <= ok["estimate"] + 1e-9) & (ok["estimate"] <= ok["ci_high"] + 1e-9)).all(), name
         # a jackknife whose replicates all agree (planted geometry the nouns do not move) has
         # SE 0 and p = 0; subsampling p-values are floored at 2/(n_boot+1)
         assert ((ok["p_value"] >= 0) & (ok["p_value"] <= 1)).all(), name
