@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from analysis.common import store
 from analysis.common.cli import stage_parser
+from analysis.common.errors import UserError
 from analysis.common.io import atomic_path, replace_dir, sha256_file, write_json, write_parquet
 from analysis.common.params import Settings, load_params, stage_settings
 from analysis.data.relations import load_meta_categories
@@ -126,10 +127,10 @@ class Source:
                                    "(layout {variant}/{split}.jsonl)")
             shutil.copyfile(src, dest)
         elif self.kind == "github":
-            from analysis.data.download import DownloadError, fetch
+            from analysis.data.download import fetch
             try:
                 fetch(self.origin(variant, split), dest)
-            except DownloadError as exc:
+            except UserError as exc:  # a DownloadError: the URL and what went wrong
                 raise VSRDataError(f"{exc}\n{OFFLINE_HINT}") from None
         else:
             from huggingface_hub import hf_hub_download

@@ -1,8 +1,11 @@
 """Comparisons of representational geometry on one stimulus set, as pure functions of the
-aligned vectors (`Stimuli`) and bootstrap resample counts: item RDMs between conditions and with
-item-level models, linear CKA, layer x layer CKA maps, relation RDMs of centroids against
-hypothesis models, the vertical-vs-horizontal separation, and argument-order sensitivity.
-Every estimate comes with a bootstrap CI and p-value (`summarize`); tables are lists of rows.
+aligned vectors (`Stimuli`) and resampling replicates (`analysis.geometry.resampling.Resamples`:
+subsets of the stimuli, never duplicates): item RDMs between conditions and with item-level
+models, debiased linear CKA, layer x layer CKA maps, relation RDMs of centroids against
+hypothesis models (and which hypothesis fits best, on the pairs they all define), the
+vertical-vs-horizontal separation, and argument-order sensitivity. Every estimate comes with an
+interval and p-value from the replicates (`summarize`); tables are lists of rows, and
+`adjust_p` adds Holm and BH adjusted p-values per family.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import scipy.stats
 
 from analysis.geometry import cka
 from analysis.geometry import rdm as geo
+from analysis.geometry.resampling import Resamples, interval
+from analysis.inference.resampling import bh, holm
 
 if TYPE_CHECKING:  # settings are read by attribute; the class lives with its stage
     from analysis.geometry.rsa import RsaSettings
@@ -26,30 +31,69 @@ log = logging.getLogger("rsa")
 
 COLUMNS = ["stimuli", "metric", "comparison", "method", "relation", "estimate", "ci_low", "ci_high",
            "n_stimuli", "n_pairs", "n_boot", "p_value", "h0"]
+EXTRA_COLUMNS = ["p_holm", "p_bh", "family_size", "resampling"]
+"""after COLUMNS in every tidy table (then table-specific extras)"""
+FAMILY = ("stimuli", "metric")
+"""multiplicity family: one table x stimulus set x metric ('features' for CKA)"""
 HYPOTHESES = ("axis", "polarity", "meta_category")
+UNALLOCATED = "Unallocated"
+"""the authors' bin for relations they did not place: missing in the meta-category model"""
+FISHER = ("spearman", "tau_a", "partial_spearman", "linear_cka_debiased")
+"""correlation-type methods, resampled on Fisher's z scale"""
 NOISE_CEILING = (
     "not defined: a noise ceiling needs repeated, noisy measurements of the same stimuli (subjects, "
     "runs). The encoders are deterministic (one exact embedding per stimulus), so there is no "
     "measurement noise to bound the attainable correlation; every comparison here is reported "
-    "against its own bootstrap CI over stimuli instead.")
+    "against its own interval over stimuli instead.")
 
 NOTES = {
-    "ci": "percentile bootstrap over stimuli; noun pairs (templates: pair_id; captions: the "
-          "unordered subject/object pair) are resampled as groups, with one resample matrix shared "
-          "by every condition, so differences between conditions are paired",
-    "p_value": "two-sided bootstrap p-value for the null in column h0 (twice the smaller share of "
-               "replicates on either side, +1 corrected; floor 2/(n_boot+1)); not corrected for "
-               "multiple comparisons",
-    "item_spearman": "estimate on all item pairs; CI from the same resamples on a fixed random "
-                     "subsample of rsa.max_pairs pairs, re-centred on the full estimate (slightly "
-                     "conservative, see bench/bench_rsa.py); model comparisons and tau-a use the "
-                     "subsample (n_pairs says how many pairs); tau-a resamples rank RDMs in "
-                     "rsa.tau_bins bins and are re-centred on the exact estimate",
+    "ci": "no stimulus is ever duplicated: every replicate is a subset of the stimuli, shared by "
+          "every condition (so differences between conditions are paired). VSR captions: "
+          "m-out-of-G subsampling without replacement of resampling groups (rows linked by a "
+          "shared unordered subject/object noun pair or a shared caption, "
+          "analysis.data.groups.noun_pair_caption_groups), m = rsa.subsample_fraction x G, "
+          "rsa.n_boot subsamples, each keeping every relation with a centroid; interval = "
+          "subsampling interval (Politis & Romano 1994): estimate - sqrt(m/(G-m)) x (quantiles "
+          "of the replicates' deviations from their mean), the finite-population scale that "
+          "makes half-samples (m = G/2, scale 1) match the full sample's variability. Template set: the 45 noun pairs cross 10 nouns, so the nouns "
+          "are the units: delete-one-noun jackknife (each replicate drops every item containing "
+          "one noun), interval = estimate +- t(N-1) x jackknife SE. Correlation-type statistics "
+          "(Spearman, tau-a, partial Spearman, CKA) are resampled on Fisher's z scale and mapped "
+          "back, so intervals near +-1 stay inside the bounds; differences, separations, distances "
+          "and ratios on their own scale",
+    "p_value": "two-sided, for the null in column h0: subsampling: twice the smaller share of "
+               "pseudo-replicates (the subsampling distribution of the estimate) on either side of "
+               "the null, +1 corrected (floor 2/(n_boot+1)); jackknife: t test with N-1 degrees of "
+               "freedom on the jackknife SE",
+    "multiplicity": "p_holm (Holm) and p_bh (Benjamini-Hochberg) adjust p_value within a family = "
+                    "one table x stimulus set x metric (item CKA rows: metric 'features'); "
+                    "family_size says how many tests it holds",
+    "cka": "linear_cka_debiased: unbiased HSIC (Song et al. 2012; Kornblith et al. 2019 appendix), "
+           "0 in expectation for independent representations, invariant to translation, "
+           "orthogonal transforms and isotropic scaling; linear_cka_biased: the plug-in estimator "
+           "(point estimate only, for comparison with published values: biased upwards, about "
+           "d/(n+d) for independent d-dimensional features). cka_layers.csv: debiased",
+    "item_spearman": "estimate on all item pairs; VSR captions: replicates on a fixed random "
+                     "subsample of rsa.max_pairs pairs (a replicate keeps the pairs whose two "
+                     "items it keeps; the template set's jackknife uses every pair), "
+                     "their spread placed around the full estimate; model comparisons and tau-a "
+                     "use the subsample (n_pairs says how many pairs); tau-a replicates rank RDMs "
+                     "in rsa.tau_bins bins (a near-constant shrinkage the centring removes)",
     "relation_models": "relation RDM = distances among relation centroids (templates: mean over "
-                       "noun pairs and both orders; captions: mean over captions, resampled within "
-                       "relation); polarity is defined only on same-axis pairs, so its fit uses "
-                       "fewer pairs (n_pairs); partial_spearman regresses lexical overlap (and "
-                       "noun overlap for captions) out of the ranks",
+                       "noun pairs and both orders; captions: mean over captions), recomputed on "
+                       "every replicate of the stimuli; polarity is defined only on same-axis "
+                       "pairs, so its fit uses fewer pairs (n_pairs); meta_category treats "
+                       "relations the authors left Unallocated as missing (pairs with them are "
+                       "not part of its model RDM); partial_spearman regresses lexical overlap "
+                       "(and noun overlap for captions) out of the ranks",
+    "relation_best": "hypotheses compared on the relation pairs every compared hypothesis defines "
+                     "(n_pairs; a hypothesis constant on those pairs, e.g. axis on polarity's "
+                     "same-axis pairs, cannot be compared and is listed in 'excluded'), each "
+                     "correlated with the same data RDM on the same replicates; estimate = best "
+                     "minus runner-up with its interval; p_value tests 'best and runner-up fit "
+                     "equally' (two-sided: the winner is chosen from the data); p_best = share of "
+                     "subsampling pseudo-replicates in which the best is best (jackknife: not "
+                     "defined)",
     "separation": "mean distance between opposite-polarity relations on an axis over the mean "
                   "distance among all relations (1 = as far apart as a random relation pair)",
 }
@@ -59,30 +103,45 @@ NOTES = {
 
 @dataclass
 class Stimuli:
-    """One stimulus set with every available condition's vectors on the rows they all share."""
+    """One stimulus set with every available condition's vectors on the rows they all share;
+    ``groups`` (VSR captions) or ``nouns`` ((n, 2) noun codes, template set) say how to resample."""
 
     key: str
     table: pd.DataFrame
     X: dict[str, np.ndarray]
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     groups: np.ndarray | None = None
+    nouns: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- summaries
 
 
-def summarize(estimate: float, boot: np.ndarray, level: float, shift: float = 0.0,
+def summarize(estimate: float, replicates: np.ndarray, res: Resamples, level: float,
+              ref: float | None = None, transform: str = "identity",
               null: float = 0.0) -> dict[str, Any]:
-    """Point estimate, percentile CI and two-sided bootstrap p-value (H0: value == null).
-    ``shift`` re-centres a bootstrap computed on a pair subsample on the full-data estimate."""
-    boot = np.asarray(boot, dtype=np.float64) + shift
-    if boot.size == 0 or not np.isfinite(boot).any():
-        return {"estimate": estimate, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
-                "n_boot": 0, "h0": f"={null:g}"}
-    lo, hi = geo.percentile_ci(boot, level)
-    return {"estimate": float(estimate), "ci_low": float(lo), "ci_high": float(hi),
-            "p_value": float(geo.bootstrap_p(boot, null)), "n_boot": int(np.isfinite(boot).sum()),
-            "h0": f"={null:g}"}
+    """Estimate, interval and p-value (H0: value == null) from the replicates of ``res``
+    (`analysis.geometry.resampling.interval`), with the scheme in column ``resampling``."""
+    return {**interval(estimate, replicates, res, level, ref=ref, transform=transform, null=null),
+            "resampling": res.label}
+
+
+def adjust_p(df: pd.DataFrame, family: tuple[str, ...] = FAMILY) -> pd.DataFrame:
+    """Holm and Benjamini-Hochberg adjusted p-values (``p_holm``, ``p_bh``) within each family
+    (rows sharing the ``family`` columns; NaN p-values are not tests), and ``family_size``."""
+    df = df.copy()
+    for c in ("p_holm", "p_bh"):
+        df[c] = np.nan
+    df["family_size"] = pd.array([pd.NA] * len(df), dtype="Int64")
+    if not len(df) or "p_value" not in df:
+        return df
+    keys = df[list(family)].astype(str).agg("\x1f".join, axis=1)
+    for _, idx in df.groupby(keys.to_numpy()).groups.items():
+        p = df.loc[idx, "p_value"].to_numpy(dtype=float)
+        df.loc[idx, "p_holm"] = holm(p)
+        df.loc[idx, "p_bh"] = bh(p)
+        df.loc[idx, "family_size"] = int(np.isfinite(p).sum())
+    return df
 
 
 def _z(v: np.ndarray) -> np.ndarray:
@@ -114,16 +173,19 @@ def item_models(table: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> dict[str, 
             "model:same_relation": geo.label_pairs(rel, i, j)}
 
 
-def item_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettings", seed: int,
+def item_analysis(st: Stimuli, res: Resamples, metric: str, cfg: "RsaSettings", seed: int,
                   progress: bool = True) -> list[dict]:
-    """Condition x condition and condition x item-model comparisons of item RDMs."""
+    """Condition x condition and condition x item-model comparisons of item RDMs, with intervals
+    from the replicates ``res`` (each a subset of the stimuli, so of the item pairs)."""
     conds = list(st.X)
     n = len(st.table)
     level = cfg.ci
     n_all = n * (n - 1) // 2
     base = {"stimuli": st.key, "metric": metric, "relation": None, "n_stimuli": n}
     rows: list[dict] = []
-    k = geo.sample_pairs(n, cfg.max_pairs, seed)
+    # the jackknife's few replicates (one per noun) afford every pair, and it multiplies replicate
+    # differences by sqrt(N - 1), pair-subsample noise included: no subsample there
+    k = geo.sample_pairs(n, None if res.kind == "jackknife" else cfg.max_pairs, seed)
     i, j = geo.condensed_to_pairs(k, n)
 
     # full-pair Spearman estimates: one RDM at a time, keeping only its z-scored ranks and its
@@ -149,24 +211,19 @@ def item_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSetting
     zs = np.stack([_z(scipy.stats.rankdata(v)) for v in values]).astype(np.float64)
     sub_rho = zs @ zs.T  # Spearman on the subsample, unresampled
     del zs
-    boot = geo.bootstrap_spearman(values, i, j, counts, n_jobs=cfg.n_jobs, progress=progress)
+    boot = geo.bootstrap_spearman(values, i, j, res.weights, n_jobs=cfg.n_jobs, progress=progress)
 
-    def rho_row(p: int, q: int) -> tuple[dict, float, np.ndarray]:
-        a, b = names[p], names[q]
-        if (a, b) in full_rho:
-            est, shift, npairs = full_rho[(a, b)], full_rho[(a, b)] - sub_rho[p, q], n_all
-        else:
-            est, shift, npairs = sub_rho[p, q], 0.0, len(k)
-        return {**base, "comparison": f"{a} vs {b}", "method": "spearman", "n_pairs": npairs,
-                **summarize(est, boot[:, p, q], level, shift)}, est, boot[:, p, q] + shift
-
-    cache = {}
+    # replicates are on the pair subsample: their spread around their own mean is placed around
+    # the (full-pair) estimate
+    cache: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
     for p, q in itertools.combinations(range(len(names)), 2):
-        if names[p].startswith("model:") and names[q].startswith("model:"):
+        a, b = names[p], names[q]
+        if a.startswith("model:") and b.startswith("model:"):
             continue
-        row, est, b = rho_row(p, q)
-        rows.append(row)
-        cache[(names[p], names[q])] = cache[(names[q], names[p])] = (est, b)
+        est, npairs = (full_rho[(a, b)], n_all) if (a, b) in full_rho else (sub_rho[p, q], len(k))
+        rows.append({**base, "comparison": f"{a} vs {b}", "method": "spearman", "n_pairs": npairs,
+                     **summarize(est, boot[:, p, q], res, level, transform="fisher")})
+        cache[(a, b)] = cache[(b, a)] = (est, boot[:, p, q])
 
     # differences between comparisons that share a member: is A closer to C than B is?
     for c in names:
@@ -174,57 +231,64 @@ def item_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSetting
             (ea, ba), (eb, bb) = cache[(c, a)], cache[(c, b)]
             rows.append({**base, "comparison": f"({a} vs {c}) - ({b} vs {c})",
                          "method": "spearman_difference", "n_pairs": None,
-                         **summarize(ea - eb, ba - bb, level)})
+                         **summarize(ea - eb, ba - bb, res, level)})
 
-    # tau-a on the same pairs; the bootstrap codes continuous RDMs in rsa.tau_bins rank bins
-    # (2-D histogram per resample) and is re-centred on the exact estimate
+    # tau-a on the same pairs; the replicates code continuous RDMs in rsa.tau_bins rank bins
+    # (2-D histogram per replicate): a near-constant shrinkage that the centring removes
     tau_pairs = [(p, q) for p, q in itertools.combinations(range(len(names)), 2)
                  if not (names[p].startswith("model:") and names[q].startswith("model:"))]
     # a histogram with more cells than pairs costs more than the pairs: at most sqrt(M)/2 bins
     bins = int(max(2, min(cfg.tau_bins, np.sqrt(len(k)) / 2)))
-    ones = np.ones((1, n), dtype=np.int32)
-    tboot = geo.bootstrap_tau_a(values, tau_pairs, i, j, counts, n_jobs=cfg.n_jobs,
+    tboot = geo.bootstrap_tau_a(values, tau_pairs, i, j, res.weights, n_jobs=cfg.n_jobs,
                                 progress=progress, max_bins=bins)
-    tbinned = geo.bootstrap_tau_a(values, tau_pairs, i, j, ones, n_jobs=1, max_bins=bins)[0]
     for c, (p, q) in enumerate(tau_pairs):
         est = geo.tau_a(values[p], values[q])
         rows.append({**base, "comparison": f"{names[p]} vs {names[q]}", "method": "tau_a",
-                     "n_pairs": len(k), **summarize(est, tboot[:, c], level, est - tbinned[c])})
+                     "n_pairs": len(k), **summarize(est, tboot[:, c], res, level, transform="fisher")})
     return rows
 
 
-def cka_analysis(st: Stimuli, counts: np.ndarray, cfg: "RsaSettings") -> list[dict]:
-    """Linear CKA between conditions, with the same bootstrap resamples (exact, via Grams)."""
+def cka_analysis(st: Stimuli, res: Resamples, cfg: "RsaSettings") -> list[dict]:
+    """Debiased linear CKA between conditions with intervals from the replicates ``res`` (exact,
+    via zero-diagonal Gram matrices), and the plug-in (biased) CKA as a point estimate only."""
     conds = list(st.X)
     n = len(st.table)
     base = {"stimuli": st.key, "metric": "features", "relation": None, "n_stimuli": n,
-            "n_pairs": None, "method": "linear_cka"}
+            "n_pairs": None}
+    pairs = list(itertools.combinations(range(len(conds)), 2))
+    est = {(p, q): cka.linear_cka(st.X[conds[p]], st.X[conds[q]]) for p, q in pairs}
+    rows = [{**base, "comparison": f"{conds[p]} vs {conds[q]}", "method": "linear_cka_biased",
+             **summarize(cka.linear_cka(st.X[conds[p]], st.X[conds[q]], debiased=False),
+                         np.array([]), res, cfg.ci), "h0": None, "resampling": None}
+            for p, q in pairs]
     if n > cfg.cka_max_items:
-        log.warning("%s: %d items > rsa.cka_max_items=%s: CKA without bootstrap CI", st.key, n,
+        log.warning("%s: %d items > rsa.cka_max_items=%s: CKA without interval", st.key, n,
                     cfg.cka_max_items)
-        return [{**base, "comparison": f"{a} vs {b}", **summarize(cka.linear_cka(st.X[a], st.X[b]),
-                                                                   np.array([]), cfg.ci)}
-                for a, b in itertools.combinations(conds, 2)]
+        return rows + [{**base, "comparison": f"{conds[p]} vs {conds[q]}",
+                        "method": "linear_cka_debiased",
+                        **summarize(est[(p, q)], np.array([]), res, cfg.ci)} for p, q in pairs]
     grams = [cka.centered_gram(st.X[c]) for c in conds]
-    boot = cka.bootstrap_cka(grams, counts)
+    boot = cka.subsample_cka(grams, res.weights)
     del grams
-    return [{**base, "comparison": f"{conds[p]} vs {conds[q]}",
-             **summarize(cka.linear_cka(st.X[conds[p]], st.X[conds[q]]), boot[:, p, q], cfg.ci)}
-            for p, q in itertools.combinations(range(len(conds)), 2)]
+    return rows + [{**base, "comparison": f"{conds[p]} vs {conds[q]}", "method": "linear_cka_debiased",
+                    **summarize(est[(p, q)], boot[:, p, q], res, cfg.ci, transform="fisher")}
+                   for p, q in pairs]
 
 
 def layer_cka(st: Stimuli, max_items: int) -> pd.DataFrame:
-    """Layer x layer linear CKA among the conditions with a ``layers`` view (evenly spaced items)."""
+    """Layer x layer debiased linear CKA among the conditions with a ``layers`` view (evenly
+    spaced items; U-centred Grams, so unrelated layers score about 0, not d/(n+d))."""
     conds = sorted(st.layers)
     n = len(st.table)
     pick = np.unique(np.linspace(0, n - 1, min(n, max_items)).astype(int))
     grams = {c: cka.layer_grams(st.layers[c][:, pick]) for c in conds}
     out = []
     for a, b in itertools.combinations_with_replacement(conds, 2):
-        M = grams[a] @ grams[b].T
+        M = grams[a].astype(np.float64) @ grams[b].astype(np.float64).T
         for la, lb in np.ndindex(M.shape):
             out.append({"stimuli": st.key, "condition_a": a, "layer_a": la, "condition_b": b,
-                        "layer_b": lb, "cka": float(M[la, lb]), "n_stimuli": len(pick)})
+                        "layer_b": lb, "cka": float(M[la, lb]), "n_stimuli": len(pick),
+                        "estimator": "debiased"})
     return pd.DataFrame(out)
 
 
@@ -262,11 +326,18 @@ def batch_rdm(cent: np.ndarray, metric: str) -> np.ndarray:
 
 def relation_models(rels: list[str], spatial: dict, meta: dict[str, str],
                     noun_profiles: np.ndarray | None) -> tuple[dict, dict]:
-    """Hypothesis model RDMs over relations and the controls to partial out."""
+    """Hypothesis model RDMs over relations and the controls to partial out. The meta-category
+    model leaves out (NaN) every pair with a relation the authors put in ``Unallocated``: that
+    bin is not a category, so two unallocated relations are not "the same category"."""
     axes = [spatial.get(r, [None, None])[0] for r in rels]
     pol = [spatial.get(r, [None, None])[1] for r in rels]
+    cats = [None if meta.get(r) in (None, UNALLOCATED) else meta[r] for r in rels]
+    missing = [r for r, c in zip(rels, cats) if c is None]
+    if missing:
+        log.info("meta_category model: %d relation(s) unallocated or unknown, left out: %s",
+                 len(missing), missing)
     models = {"axis": geo.axis_rdm(axes), "polarity": geo.polarity_rdm(axes, pol),
-              "meta_category": geo.categorical_rdm([meta.get(r) for r in rels])}
+              "meta_category": geo.categorical_rdm(cats)}
     controls = {"lexical_overlap": geo.lexical_overlap_rdm(rels)}
     if noun_profiles is not None:
         prof = geo.profile_rdm(noun_profiles)
@@ -288,26 +359,137 @@ def _row_corr(A: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (A @ b) / (np.linalg.norm(A, axis=-1) * np.linalg.norm(b))
 
 
+def _rowwise_corr(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Pearson correlation of row r of A with row r of B."""
+    A = A - A.mean(-1, keepdims=True)
+    B = B - B.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("rp,rp->r", A, B) / (np.linalg.norm(A, axis=-1) * np.linalg.norm(B, axis=-1))
+
+
+def _residualize(Y: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """Y (R, P) minus its least-squares fit on Z (R, P, k), replicate by replicate."""
+    beta = np.linalg.pinv(Z) @ Y[..., None]
+    return Y - (Z @ beta)[..., 0]
+
+
 def model_fits(vec: np.ndarray, boot: np.ndarray, model: np.ndarray,
-               controls: dict[str, np.ndarray]) -> dict[str, tuple[float, np.ndarray, int]]:
+               controls: dict[str, np.ndarray], model_rep: np.ndarray | None = None,
+               control_reps: dict[str, np.ndarray] | None = None
+               ) -> dict[str, tuple[float, np.ndarray, int]]:
     """Spearman, tau-a and partial Spearman (controls regressed out of the ranks) of a relation
-    RDM (point ``vec``, resamples ``boot``) with one model RDM, on the pairs the model defines."""
+    RDM (point ``vec``, replicates ``boot``) with one model RDM, on the pairs the model defines.
+
+    A model or control computed from the stimuli themselves (the noun-overlap profile of the
+    captions) is recomputed on every replicate: ``model_rep`` / ``control_reps[name]`` (R, P)
+    replace the fixed one in the replicates, so each replicate is the full-sample statistic
+    applied to the replicate's stimuli."""
+    control_reps = control_reps or {}
     mask = np.isfinite(model)
     m = model[mask]
     out: dict[str, tuple[float, np.ndarray, int]] = {}
     if mask.sum() < 3 or np.ptp(m) == 0:
         return out
+    npairs = int(mask.sum())
     v, B = vec[mask], boot[:, mask]
-    out["spearman"] = (geo.spearman(v, m), _row_corr(_rank_rows(B), scipy.stats.rankdata(m)), int(mask.sum()))
-    out["tau_a"] = (geo.tau_a(v, m), geo.tau_a_rows(B, m), int(mask.sum()))
-    ctrl = [c[mask] for c in controls.values() if np.ptp(c[mask]) > 0]
-    if ctrl:
-        Z = np.column_stack([np.ones(mask.sum())] + [scipy.stats.rankdata(c) for c in ctrl])
+    RB = _rank_rows(B)
+    M = None if model_rep is None else model_rep[:, mask]
+    if M is None:
+        out["spearman"] = (geo.spearman(v, m), _row_corr(RB, scipy.stats.rankdata(m)), npairs)
+        out["tau_a"] = (geo.tau_a(v, m), geo.tau_a_rows(B, m), npairs)
+    else:
+        RM = _rank_rows(M)
+        out["spearman"] = (geo.spearman(v, m), _rowwise_corr(RB, RM), npairs)
+        out["tau_a"] = (geo.tau_a(v, m), np.array([geo.tau_a(b, mm) for b, mm in zip(B, M)]), npairs)
+    names = [k for k, c in controls.items() if np.ptp(c[mask]) > 0]
+    if not names:
+        return out
+    ctrl = [controls[k][mask] for k in names]
+    est = geo.partial_spearman(v, m, ctrl)
+    if M is None and not any(k in control_reps for k in names):
+        Z = np.column_stack([np.ones(npairs)] + [scipy.stats.rankdata(c) for c in ctrl])
         P = np.eye(len(Z)) - Z @ np.linalg.pinv(Z)
         rm = P @ scipy.stats.rankdata(m)
         if np.linalg.norm(rm) > 1e-9:
-            out["partial_spearman"] = (geo.partial_spearman(v, m, ctrl),
-                                       _row_corr(_rank_rows(B) @ P.T, rm), int(mask.sum()))
+            out["partial_spearman"] = (est, _row_corr(RB @ P.T, rm), npairs)
+        return out
+    R = len(B)
+    cols = [np.ones((R, npairs))]
+    for k, c in zip(names, ctrl):
+        rep = control_reps.get(k)
+        cols.append(_rank_rows(rep[:, mask]) if rep is not None else
+                    np.broadcast_to(scipy.stats.rankdata(c), (R, npairs)))
+    Z = np.stack(cols, axis=-1)
+    RM = (np.broadcast_to(scipy.stats.rankdata(m), (R, npairs)) if M is None else _rank_rows(M))
+    rm = _residualize(np.ascontiguousarray(RM, dtype=np.float64), Z)
+    if np.isfinite(est):
+        out["partial_spearman"] = (est, _rowwise_corr(_residualize(RB, Z), rm), npairs)
+    return out
+
+
+def profile_rdms(profiles: np.ndarray) -> np.ndarray:
+    """(R, P) cosine distances between the count profiles (R, n_rel, k) of every replicate
+    (`geo.profile_rdm` replicate by replicate)."""
+    P = np.asarray(profiles, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        P = P / np.linalg.norm(P, axis=-1, keepdims=True)
+    i, j = np.triu_indices(P.shape[1], 1)
+    return 1 - np.einsum("rkd,rkd->rk", P[:, i], P[:, j])
+
+
+def common_pairs(models: dict[str, np.ndarray], order: tuple[str, ...] = HYPOTHESES
+                 ) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """The relation pairs on which hypotheses can be compared: hypotheses are taken in order of
+    how many pairs they define (then ``order``), each kept if every hypothesis kept so far,
+    and it, still has >= 3 pairs and varies on the pairs they all define. Returns that mask,
+    the kept hypotheses and, for the others, why they were left out."""
+    mask = None
+    kept: list[str] = []
+    excluded: dict[str, str] = {}
+    names = sorted((h for h in order if h in models),
+                   key=lambda h: (-int(np.isfinite(models[h]).sum()), order.index(h)))
+    for h in names:
+        new = np.isfinite(models[h]) if mask is None else mask & np.isfinite(models[h])
+        flat = [g for g in kept + [h] if new.sum() < 3 or np.ptp(models[g][new]) == 0]
+        if flat:
+            excluded[h] = (f"constant on the {int(new.sum())} pairs {', '.join(kept + [h])} all "
+                           f"define" if kept else "defined on fewer than 3 pairs or constant")
+            continue
+        mask, kept = new, kept + [h]
+    return (mask if mask is not None else np.zeros(0, dtype=bool)), kept, excluded
+
+
+def best_hypothesis(vec: np.ndarray, boot: np.ndarray, models: dict[str, np.ndarray],
+                    controls: dict[str, np.ndarray], res: Resamples, level: float,
+                    control_reps: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Which hypothesis model fits the relation RDM best, by how much: every comparable
+    hypothesis (`common_pairs`) is fit on the same relation pairs, against the same data RDM on
+    the same replicates, and the best minus the runner-up gets an interval and a two-sided
+    p-value (H0: they fit equally). One row per method (tau-a, partial Spearman)."""
+    mask, kept, excluded = common_pairs(models)
+    if len(kept) < 2:
+        return []
+    fits = {h: model_fits(vec, boot, np.where(mask, models[h], np.nan), controls,
+                          control_reps=control_reps) for h in kept}
+    out = []
+    for method in ("tau_a", "partial_spearman"):
+        have = [h for h in kept if method in fits[h]]
+        if len(have) < 2:
+            continue
+        est = np.array([fits[h][method][0] for h in have])
+        B = np.column_stack([fits[h][method][1] for h in have])
+        top, second = np.argsort(-est, kind="stable")[:2]
+        p_best = np.nan
+        if res.kind == "subsample":  # the same pseudo-replicate for every hypothesis
+            ok = np.isfinite(B).all(1)
+            P = est[None, :] - res.scale * (B[ok] - est[None, :])
+            p_best = float(np.mean(np.argmax(P, axis=1) == top)) if ok.any() else np.nan
+        out.append({"method": f"{method}_difference", "n_pairs": int(mask.sum()),
+                    "best": have[top], "runner_up": have[second], "p_best": p_best,
+                    "best_estimate": float(est[top]), "runner_up_estimate": float(est[second]),
+                    "candidates": ", ".join(have),
+                    "excluded": "; ".join(f"{h}: {why}" for h, why in excluded.items()) or None,
+                    **summarize(est[top] - est[second], B[:, top] - B[:, second], res, level)})
     return out
 
 
@@ -325,9 +507,11 @@ def separation(D: np.ndarray, rels: list[str], spatial: dict, axis: str) -> np.n
     return D[..., a, b].mean(-1) / D[..., iu[0], iu[1]].mean(-1)
 
 
-def relation_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettings",
+def relation_analysis(st: Stimuli, res: Resamples, metric: str, cfg: "RsaSettings",
                       meta: dict[str, str]) -> tuple[list[dict], list[dict], list[dict], pd.DataFrame]:
-    """Relation RDMs from centroids vs hypothesis models; best hypothesis; axis asymmetry."""
+    """Relation RDMs from centroids vs hypothesis models; best hypothesis; axis asymmetry. The
+    centroids are recomputed on every replicate of the stimuli (captions: subsets of noun-pair
+    groups, which the caller draws so every relation keeps rows; templates: delete-one-noun)."""
     level = cfg.ci
     min_count = 1 if "pair_id" in st.table else cfg.relation_min_count
     rels, codes = relation_codes(st.table, min_count)
@@ -336,16 +520,23 @@ def relation_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSet
                     len(rels), min_count)
         return [], [], [], pd.DataFrame()
     profiles = None
+    control_reps: dict[str, np.ndarray] = {}
     if "pair_id" not in st.table:
+        # each relation's noun counts, on all captions and on every replicate's captions
         nouns = sorted(set(st.table["subject"].dropna()) | set(st.table["object"].dropna()))
         col = {n: k for k, n in enumerate(nouns)}
-        profiles = np.zeros((len(rels), len(nouns)))
-        for c, s, o in zip(codes, st.table["subject"], st.table["object"]):
-            if c >= 0:
-                for noun in (s, o):
-                    if noun is not None and noun in col:
-                        profiles[c, col[noun]] += 1
+        per_row = np.zeros((len(st.table), len(nouns)), dtype=np.float32)
+        for r, (s, o) in enumerate(zip(st.table["subject"], st.table["object"])):
+            for noun in (s, o):
+                if noun is not None and noun in col:
+                    per_row[r, col[noun]] += 1
+        rows_of = [np.flatnonzero(codes == r) for r in range(len(rels))]
+        profiles = np.stack([per_row[idx].sum(0) for idx in rows_of]).astype(np.float64)
+        prof_rep = np.stack([res.weights[:, idx].astype(np.float32) @ per_row[idx] for idx in rows_of],
+                            axis=1)
     models, controls = relation_models(rels, cfg.spatial, meta, profiles)
+    if "noun_overlap" in controls:  # the control describes the stimuli: recomputed per replicate
+        control_reps["noun_overlap"] = profile_rdms(prof_rep)
     iu = np.triu_indices(len(rels), 1)
     ones = np.ones((1, len(st.table)), dtype=np.int32)
     n_stim = int((codes >= 0).sum())
@@ -355,43 +546,33 @@ def relation_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSet
     asym_boot: dict[tuple, tuple[float, np.ndarray]] = {}
     for cond, X in st.X.items():
         D0 = batch_rdm(centroids(X, codes, len(rels), ones), metric)[0]
-        DB = batch_rdm(centroids(X, codes, len(rels), counts), metric)
+        DB = batch_rdm(centroids(X, codes, len(rels), res.weights), metric)
         vec, boot = D0[iu], DB[:, iu[0], iu[1]]
         for a, b in np.ndindex(D0.shape):
             rdm_rows.append({"stimuli": st.key, "condition": cond, "metric": metric,
                              "relation_a": rels[a], "relation_b": rels[b], "distance": float(D0[a, b])})
         for name, model in {**models, **controls}.items():
             other = {k: v for k, v in controls.items() if k != name}
-            for method, (est, b, npairs) in model_fits(vec, boot, model, other).items():
+            for method, (est, b, npairs) in model_fits(vec, boot, model, other,
+                                                       control_reps.get(name), control_reps).items():
                 fits.append({**base, "comparison": f"{cond} vs model:{name}", "method": method,
-                             "n_pairs": npairs, **summarize(est, b, level)})
+                             "n_pairs": npairs, **summarize(est, b, res, level, transform="fisher")})
                 fit_boot[(cond, name, method)] = (est, b)
-        # which hypothesis explains this encoder best, and by how much
-        for method in ("tau_a", "partial_spearman"):
-            have = [h for h in HYPOTHESES if (cond, h, method) in fit_boot]
-            if len(have) < 2:
-                continue
-            est = np.array([fit_boot[(cond, h, method)][0] for h in have])
-            B = np.column_stack([fit_boot[(cond, h, method)][1] for h in have])
-            order = np.argsort(-est)
-            top, second = order[0], order[1]
-            p_best = float(np.mean(np.nanargmax(np.where(np.isnan(B), -np.inf, B), axis=1) == top))
-            best_rows.append({**base, "comparison": f"{cond}: {have[top]} - {have[second]}",
-                              "method": f"{method}_difference", "n_pairs": len(vec),
-                              "condition": cond, "best": have[top], "runner_up": have[second],
-                              "p_best": p_best,
-                              **summarize(est[top] - est[second], B[:, top] - B[:, second], level)})
+        # which hypothesis explains this encoder best, and by how much (on common pairs)
+        for row in best_hypothesis(vec, boot, models, controls, res, level, control_reps):
+            best_rows.append({**base, "comparison": f"{cond}: {row['best']} - {row['runner_up']}",
+                              "condition": cond, **row})
         seps = {ax: (float(separation(D0, rels, cfg.spatial, ax)),
                      separation(DB, rels, cfg.spatial, ax)) for ax in ("vertical", "horizontal", "depth")}
         for ax, (e, b) in seps.items():
             asym_rows.append({**base, "comparison": cond, "method": f"{ax}_separation",
-                              "n_pairs": len(vec), **summarize(e, b, level, null=1.0)})
+                              "n_pairs": len(vec), **summarize(e, b, res, level, null=1.0)})
         e = seps["vertical"][0] - seps["horizontal"][0]
         b = seps["vertical"][1] - seps["horizontal"][1]
         asym_rows.append({**base, "comparison": cond, "method": "vertical_minus_horizontal",
-                          "n_pairs": len(vec), **summarize(e, b, level)})
+                          "n_pairs": len(vec), **summarize(e, b, res, level)})
         asym_boot[cond] = (e, b)
-    # between conditions: model fits and asymmetry, same resamples
+    # between conditions: model fits and asymmetry, same replicates
     for a, b in itertools.combinations(list(st.X), 2):
         for name in list(models) + list(controls):
             for method in ("spearman", "tau_a", "partial_spearman"):
@@ -399,10 +580,10 @@ def relation_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSet
                     (ea, ba), (eb, bb) = fit_boot[(a, name, method)], fit_boot[(b, name, method)]
                     fits.append({**base, "comparison": f"({a} vs model:{name}) - ({b} vs model:{name})",
                                  "method": f"{method}_difference", "n_pairs": None,
-                                 **summarize(ea - eb, ba - bb, level)})
+                                 **summarize(ea - eb, ba - bb, res, level)})
         (ea, ba), (eb, bb) = asym_boot[a], asym_boot[b]
         asym_rows.append({**base, "comparison": f"{a} - {b}", "method": "vertical_minus_horizontal_difference",
-                          "n_pairs": None, **summarize(ea - eb, ba - bb, level)})
+                          "n_pairs": None, **summarize(ea - eb, ba - bb, res, level)})
     model_rows = [{"stimuli": st.key, "model": name, "relation_a": rels[a], "relation_b": rels[b],
                    "value": float(v)} for name, m in {**models, **controls}.items()
                   for (a, b), v in zip(zip(*iu), m)]
@@ -421,7 +602,7 @@ def pair_distances(X: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> 
     return np.maximum(1 - np.einsum("kd,kd->k", U[a], U[b]).astype(np.float64), 0.0)  # no -1e-8
 
 
-def order_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettings") -> list[dict]:
+def order_analysis(st: Stimuli, res: Resamples, metric: str, cfg: "RsaSettings") -> list[dict]:
     """Template set: distance between "A rel B" and "B rel A" per relation (can the encoder tell
     the arguments apart?), against the distance between synonymous relations (same arguments) and
     between converses ("A above B" vs "B below A", same meaning)."""
@@ -431,7 +612,7 @@ def order_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettin
     rels = list(pd.unique(t["relation"]))
     idx = {(r, p, o): k for k, (r, p, o) in enumerate(zip(t["relation"], t["pair_id"], t["order"]))}
     first_row = t.reset_index().groupby("pair_id")["index"].first().reindex(pairs).to_numpy()
-    Cp = counts[:, first_row].astype(np.float64)  # (B, P): every row of a pair shares its count
+    Cp = res.weights[:, first_row].astype(np.float64)  # (R, P): the rows of a pair go together
     spatial = cfg.spatial
 
     def dist(X, r1, o1, r2, o2) -> np.ndarray:
@@ -448,7 +629,7 @@ def order_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettin
     summ: dict[str, dict[str, tuple[float, np.ndarray]]] = {}
 
     def stat(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-row mean over noun pairs: point (rows,) and bootstrap (B, rows)."""
+        """Per-row mean over noun pairs: point (rows,) and replicates (R, rows)."""
         return M.mean(1), (Cp @ M.T) / Cp.sum(1, keepdims=True)
 
     for cond, X in st.X.items():
@@ -456,7 +637,7 @@ def order_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettin
         e, b = stat(O)
         for k, r in enumerate(rels):
             rows.append({**base, "comparison": cond, "method": "order_distance", "relation": r,
-                         **summarize(e[k], b[:, k], level)})
+                         **summarize(e[k], b[:, k], res, level)})
         s = {"order_distance_mean": (e.mean(), b.mean(1))}
         # synonyms compare like orders (AB~AB, BA~BA); converses compare crossed orders
         for kind, rel_pairs, orders in (("synonym", syn, (("AB", "AB"), ("BA", "BA"))),
@@ -467,19 +648,19 @@ def order_analysis(st: Stimuli, counts: np.ndarray, metric: str, cfg: "RsaSettin
             ed, bd = stat(D)
             for k, (a, c) in enumerate(rel_pairs):
                 rows.append({**base, "comparison": cond, "method": f"{kind}_distance",
-                             "relation": f"{a} ~ {c}", **summarize(ed[k], bd[:, k], level)})
+                             "relation": f"{a} ~ {c}", **summarize(ed[k], bd[:, k], res, level)})
             s[f"{kind}_distance_mean"] = (ed.mean(), bd.mean(1))
             s[f"order_to_{kind}_ratio"] = (e.mean() / ed.mean(), b.mean(1) / bd.mean(1))
         for name, (est, bb) in s.items():
             null = 1.0 if name.endswith("ratio") else 0.0
             rows.append({**base, "comparison": cond, "method": name, "relation": None,
-                         **summarize(est, bb, level, null=null)})
+                         **summarize(est, bb, res, level, null=null)})
         summ[cond] = s
     for a, b in itertools.combinations(list(st.X), 2):
         for name in summ[a]:
             (ea, ba), (eb, bb) = summ[a][name], summ[b][name]
             rows.append({**base, "comparison": f"{a} - {b}", "method": f"{name}_difference",
-                         "relation": None, **summarize(ea - eb, ba - bb, level)})
+                         "relation": None, **summarize(ea - eb, ba - bb, res, level)})
     return rows
 
 

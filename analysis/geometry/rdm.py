@@ -1,13 +1,17 @@
 """Representational dissimilarity matrices, as pure functions: RDMs, rank correlations between
-RDMs, their bootstrap over stimuli, and hypothesis model RDMs (CKA: `analysis/geometry/cka.py`).
+RDMs, their values on resampling replicates, and hypothesis model RDMs (CKA:
+`analysis/geometry/cka.py`; the replicates themselves: `analysis/geometry/resampling.py`).
 Arrays in, arrays out; no I/O.
 
 Conventions: an RDM is a condensed vector (scipy ``pdist`` order: pairs (i, j), i < j, row-major);
-a bootstrap resample is a vector of counts, one per stimulus (how often it was drawn). Resampling
-stimuli with replacement turns the RDM of the resample into the original pairs (u, v) repeated
-``c_u * c_v`` times, with the self-pairs of a duplicated stimulus dropped (as rsatoolbox's
-``bootstrap_sample_pattern`` does), so every bootstrap statistic here is a weighted statistic over
-the original pairs with weights ``c_u * c_v``. That is what makes 1,000 resamples affordable.
+a replicate is a vector of counts, one per stimulus. The stage's replicates are subsets (0/1
+counts: subsampling without replacement, the noun jackknife), so a replicate's RDM is the
+original RDM on the pairs whose two stimuli it keeps, each once; the rank statistics then rank
+only those pairs. General counts (a bootstrap with replacement, ``bootstrap_counts``) are still
+supported as weighted statistics over the original pairs with weights ``c_u * c_v`` (the
+resampled RDM with the self-pairs of a duplicated stimulus dropped, as rsatoolbox's
+``bootstrap_sample_pattern`` does), but duplicated stimuli copy pairs and bias pair statistics
+upwards, which is why the stage no longer uses them.
 """
 
 from __future__ import annotations
@@ -166,8 +170,9 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, controls: Sequence[np.ndarray
 
 def bootstrap_counts(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n_stimuli) draw counts from resampling the *groups* with replacement: every
-    stimulus of a group drawn k times gets count k. Use one matrix for every condition, so all
-    conditions see the same resampled stimuli."""
+    stimulus of a group drawn k times gets count k. Not used by the stage (it duplicates
+    stimuli; see `analysis.geometry.resampling`): kept as the reference the weighted statistics
+    are tested against and for bench/bench_rsa.py's comparison."""
     _, gidx = np.unique(np.asarray(groups), return_inverse=True)
     one_stratum = np.zeros(int(gidx.max()) + 1, dtype=np.int64)
     return _cluster_counts(one_stratum, n_boot, seed)[:, gidx]
@@ -226,6 +231,14 @@ class RankedPairs:
             self.n_bins = max_bins
         self.exact = len(levels) <= max_bins
 
+    def subset_midranks(self, sel: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Average ranks of the pairs ``sel`` (each once) among themselves, and their sum of
+        squares: the subsampling case (0/1 weights), touching only the pairs kept."""
+        b = self.bins[sel]
+        gw = np.bincount(b, minlength=self.n_bins).astype(np.float64)
+        table = np.cumsum(gw) - gw + (gw + 1) / 2
+        return np.take(table, b, out=out, mode="clip"), float((gw * table * table).sum())
+
     def midranks(self, w: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Average ranks each pair would get in the sample where pair p appears w[p] times
         (same order as the values), and their weighted sum of squares (from the small table)."""
@@ -241,15 +254,27 @@ def pair_weights(counts: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray
     return c[i] * c[j]
 
 
-def _rank_corr_matrix(R: np.ndarray, w: np.ndarray, sq: np.ndarray) -> np.ndarray:
+def is_subset(counts: np.ndarray) -> bool:
+    """Whether every replicate is a subset of the stimuli (0/1 counts: nothing duplicated)."""
+    counts = np.asarray(counts)
+    return bool(counts.size == 0 or (counts.min() >= 0 and counts.max() <= 1))
+
+
+def kept_pairs(keep: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Indices of the pairs (i, j) whose two stimuli are both in the subset ``keep`` (0/1)."""
+    k = np.asarray(keep).astype(bool)
+    return np.flatnonzero(k[i] & k[j])
+
+
+def _rank_corr_matrix(R: np.ndarray, w: np.ndarray | None, sq: np.ndarray) -> np.ndarray:
     """Weighted Pearson correlations among rows of R holding midranks of the weighted sample:
-    every row sums (with weights w) to W(W+1)/2 and its sum of squares ``sq`` comes from the rank
-    table, so only the cross products need a pass over the pairs."""
-    W = w.sum()
+    every row sums (with weights w; None: each pair once) to W(W+1)/2 and its sum of squares
+    ``sq`` comes from the rank table, so only the cross products need a pass over the pairs."""
+    W = R.shape[1] if w is None else w.sum()
     if W == 0:
         return np.full((len(R), len(R)), np.nan)
     mean = (W + 1) / 2
-    C = (R * w) @ R.T - W * mean * mean
+    C = (R @ R.T if w is None else (R * w) @ R.T) - W * mean * mean
     np.fill_diagonal(C, sq - W * mean * mean)
     d = np.sqrt(np.clip(np.diag(C), 0, None))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -266,21 +291,28 @@ def bootstrap_spearman(
     max_bins: int = 1 << 16,
 ) -> np.ndarray:
     """(n_boot, K, K) Spearman correlations among K RDMs (each given on the same pairs (i, j))
-    in every bootstrap resample of stimuli, exactly as ranking the resampled RDM vectors would.
+    in every replicate (rows of ``counts``), exactly as ranking the replicate's RDM vectors
+    would. Subsets (0/1 counts) rank only the pairs they keep.
 
     Hand-written because rsatoolbox re-ranks the whole expanded vector per resample (1,000 x
     29.5M values for VSR train); here each resample costs one bincount per RDM."""
     ranked = [RankedPairs(v, max_bins) for v in values]
     i = np.asarray(i, dtype=np.int32)
     j = np.asarray(j, dtype=np.int32)
+    binary = is_subset(counts)
 
     def one(b: int) -> np.ndarray:
+        if binary:  # a subset of the stimuli: rank the pairs it keeps, each once
+            sel = kept_pairs(counts[b], i, j)
+            R = np.empty((len(ranked), len(sel)))
+            sq = np.array([rp.subset_midranks(sel, out=R[k])[1] for k, rp in enumerate(ranked)])
+            return _rank_corr_matrix(R, None, sq)
         w = pair_weights(counts[b], i, j)
         R = np.empty((len(ranked), len(w)))
         sq = np.array([rp.midranks(w, out=R[k])[1] for k, rp in enumerate(ranked)])
         return _rank_corr_matrix(R, w, sq)
 
-    return _map(one, len(counts), n_jobs, progress, "bootstrap spearman")
+    return _map(one, len(counts), n_jobs, progress, "spearman replicates")
 
 
 def tau_a_from_histogram(H: np.ndarray) -> float:
@@ -321,12 +353,19 @@ def bootstrap_tau_a(
     i = np.asarray(i, dtype=np.int32)
     j = np.asarray(j, dtype=np.int32)
 
+    binary = is_subset(counts)
+
     def one(b: int) -> np.ndarray:
+        if binary:
+            sel = kept_pairs(counts[b], i, j)
+            return np.array([tau_a_from_histogram(
+                np.bincount(code[sel], minlength=shape[0] * shape[1]).reshape(shape).astype(np.float64))
+                for code, shape in codes])
         w = pair_weights(counts[b], i, j)
         return np.array([tau_a_from_histogram(np.bincount(code, weights=w, minlength=shape[0] * shape[1])
                                               .reshape(shape)) for code, shape in codes])
 
-    return _map(one, len(counts), n_jobs, progress, "bootstrap tau-a")
+    return _map(one, len(counts), n_jobs, progress, "tau-a replicates")
 
 
 def _map(fn, n: int, n_jobs: int, progress: bool, desc: str) -> np.ndarray:

@@ -5,10 +5,14 @@ condition whose embeddings exist: item RDMs compared across conditions (Spearman
 CKA) and with item-level models (noun overlap, same relation); relation RDMs of centroids compared
 with hypothesis model RDMs (axis, polarity, VSR meta-category; lexical/noun overlap partialled
 out); the vertical-vs-horizontal separation; argument-order sensitivity (template set); layer x
-layer CKA maps. Every estimate has a bootstrap CI over stimuli (noun pairs resampled as groups; one
-resample shared by all conditions). Tables go to ``results/rsa/``, RDMs for figures to
-``results/rsa/rdms/``. The analyses are `analysis/geometry/comparisons.py`; this module loads
-(`load_stimuli`), runs them (`run`) and writes (`write`, `main`).
+layer CKA maps (debiased linear CKA). Every estimate has an interval over stimuli from replicates
+that never duplicate a stimulus (`analysis/geometry/resampling.py`): VSR captions subsample half
+of the noun-pair/caption groups without replacement; the template set, whose noun pairs cross
+10 nouns, drops one noun at a time (jackknife). One set of replicates is shared by all conditions
+and analyses of a stimulus set. p-values carry Holm and BH adjustments per table x stimulus set x
+metric. Tables go to ``results/rsa/``, RDMs for figures to ``results/rsa/rdms/``. The analyses
+are `analysis/geometry/comparisons.py`; this module loads (`load_stimuli`), runs them (`run`) and
+writes (`write`, `main`).
 """
 
 from __future__ import annotations
@@ -20,18 +24,21 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from pydantic import field_validator
 
 from analysis.common import store
 from analysis.common.cli import stage_parser
 from analysis.common.io import write_csv, write_json, write_npy
 from analysis.common.params import Settings, conditions as read_conditions, load_params, stage_settings
 from analysis.common.store import PRIMARY_VIEW, TEMPLATES_KEY
-from analysis.data.groups import noun_pair_or_row_groups
+from analysis.data.groups import noun_pair_caption_groups, row_nouns
 from analysis.data.relations import load_meta_categories
 from analysis.geometry import rdm as geo
-from analysis.geometry.comparisons import (COLUMNS, NOISE_CEILING, NOTES, Stimuli, cka_analysis,
-                                           figure_items, item_analysis, layer_cka, order_analysis,
-                                           relation_analysis)
+from analysis.geometry.comparisons import (COLUMNS, EXTRA_COLUMNS, FAMILY, NOISE_CEILING, NOTES,
+                                           Stimuli, adjust_p, cka_analysis, figure_items,
+                                           item_analysis, layer_cka, order_analysis,
+                                           relation_analysis, relation_codes)
+from analysis.geometry.resampling import Resamples, group_subsamples, noun_jackknife
 
 log = logging.getLogger("rsa")
 
@@ -49,6 +56,9 @@ class RsaSettings(Settings):
     metrics: tuple[str, ...]
     """item and relation RDM distances (cosine, correlation)"""
     n_boot: int
+    """subsamples per VSR split (the template set's noun jackknife has one replicate per noun)"""
+    subsample_fraction: float = 0.5
+    """share of the resampling groups each subsample keeps (0.5: half-sampling)"""
     ci: float
     seed: int
     n_jobs: int = 1
@@ -58,7 +68,7 @@ class RsaSettings(Settings):
     tau_bins: int
     """rank bins per continuous RDM in the tau-a bootstrap"""
     cka_max_items: int
-    """bootstrap CKA holds one n x n float32 Gram matrix per condition"""
+    """the CKA interval holds one n x n float32 Gram matrix per condition"""
     layer_cka_max_items: int
     """items (evenly spaced) for the layer x layer CKA maps"""
     relation_min_count: int
@@ -69,6 +79,13 @@ class RsaSettings(Settings):
     """relation -> [axis, polarity]; unlisted relations are axis "other\""""
     synonyms: tuple[tuple[str, str], ...] = ()
     """relation pairs read as (near-)synonyms, for the order-sensitivity baseline"""
+
+    @field_validator("subsample_fraction")
+    @classmethod
+    def _a_proper_subset(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError(f"must be between 0 and 1 (exclusive), got {v}")
+        return v
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -113,7 +130,11 @@ def load_stimuli(key: str, conditions: list[str], embed_root: Path = store.EMBED
     for c, e in layers.items():
         L, _ = store.in_table_order(e, table, f"layers of {c} on {key}", layered=True)
         lay[c] = np.asarray(L, dtype=np.float32)[:, keep]
-    return Stimuli(key=key, table=sub, X=X, layers=lay, groups=noun_pair_or_row_groups(sub)), info
+    if "pair_id" in sub:  # template set: noun pairs cross a few nouns; the nouns are the units
+        names, nouns = row_nouns(sub)
+        info["nouns"] = names
+        return Stimuli(key=key, table=sub, X=X, layers=lay, nouns=nouns), info
+    return Stimuli(key=key, table=sub, X=X, layers=lay, groups=noun_pair_caption_groups(sub)), info
 
 
 def stimulus_keys(cfg: RsaSettings) -> list[str]:
@@ -133,33 +154,47 @@ class RsaOutputs:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def resamples(st: Stimuli, cfg: RsaSettings, seed: int) -> Resamples:
+    """The replicates of one stimulus set, shared by every condition and analysis. Template set:
+    delete-one-noun jackknife (a noun pair depends on both its nouns; 10 nouns are too few to
+    subsample). VSR captions: ``rsa.n_boot`` subsamples of ``rsa.subsample_fraction`` of the
+    noun-pair/caption groups without replacement, redrawn where a relation with a centroid
+    (>= rsa.relation_min_count captions) would lose every caption."""
+    if st.nouns is not None:
+        if (st.nouns < 0).any():
+            raise ValueError(f"{st.key}: template rows without both nouns cannot be resampled by noun")
+        return noun_jackknife(st.nouns)
+    _, codes = relation_codes(st.table, cfg.relation_min_count)
+    need = [np.flatnonzero(codes == r) for r in range(int(codes.max()) + 1)] if (codes >= 0).any() else []
+    return group_subsamples(st.groups, cfg.n_boot, seed, cfg.subsample_fraction, require=need,
+                            unit="noun-pair group")
+
+
 def analyse(st: Stimuli, cfg: RsaSettings, seed: int, meta: dict[str, str], tables: dict,
             figures: dict, layer_maps: list, rel_rdms: list, info: dict, progress: bool) -> None:
     """Every comparison of one stimulus set, appended to the running tables; the figure RDMs
     (and their item lists) go to ``figures`` (file name under rdms/ -> array or table)."""
-    counts = geo.bootstrap_counts(st.groups, cfg.n_boot, seed)
-    info["n_groups"] = int(len(np.unique(st.groups)))
-    log.info("%s: %d stimuli in %d bootstrap groups, conditions %s", st.key, len(st.table),
-             info["n_groups"], list(st.X))
+    res = resamples(st, cfg, seed)
+    info["resampling"] = {"scheme": res.kind, "units": res.unit, "n_units": res.n_units,
+                          "units_per_replicate": res.m_units, "replicates": len(res),
+                          "scale": res.scale, "label": res.label}
+    log.info("%s: %d stimuli, %s (%d replicates), conditions %s", st.key, len(st.table), res.label,
+             len(res), list(st.X))
     tag = st.key.replace("/", "_")
     fig = figure_items(st, cfg.figure_items)
     figures[f"{tag}__items.csv"] = st.table.iloc[fig][["row_id", "relation", "caption"]]
-    # relation centroids of captions: resample within relation (every relation keeps its
-    # rows); the template set resamples noun pairs, as everywhere else
-    rel_counts = counts if "pair_id" in st.table else geo.stratified_counts(
-        st.table["relation"].to_numpy(dtype=str), cfg.n_boot, seed + 7)
     for metric in cfg.metrics:
-        tables["item_comparisons"] += item_analysis(st, counts, metric, cfg, seed, progress)
+        tables["item_comparisons"] += item_analysis(st, res, metric, cfg, seed, progress)
         for cond, X in st.X.items():
             figures[f"{tag}__{cond}__{metric}.npy"] = geo.square(geo.rdm(X[fig], metric)).astype(np.float32)
-        fits, best, asym, rdm_df = relation_analysis(st, rel_counts, metric, cfg, meta)
+        fits, best, asym, rdm_df = relation_analysis(st, res, metric, cfg, meta)
         tables["relation_models"] += fits
         tables["relation_best"] += best
         tables["asymmetry"] += asym
         rel_rdms.append(rdm_df)
         if "pair_id" in st.table:
-            tables["order_sensitivity"] += order_analysis(st, counts, metric, cfg)
-    tables["item_comparisons"] += cka_analysis(st, counts, cfg)
+            tables["order_sensitivity"] += order_analysis(st, res, metric, cfg)
+    tables["item_comparisons"] += cka_analysis(st, res, cfg)
     if len(st.layers) >= 1:
         layer_maps.append(layer_cka(st, cfg.layer_cka_max_items))
     else:
@@ -185,18 +220,24 @@ def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
     tables: dict[str, pd.DataFrame] = {}
     for name, r in rows.items():
         df = pd.DataFrame(r)
-        df = df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS])
+        df = adjust_p(df.reindex(columns=COLUMNS + [c for c in df.columns if c not in COLUMNS]))
+        first = COLUMNS + EXTRA_COLUMNS
+        df = df.reindex(columns=first + [c for c in df.columns if c not in first])
         tables[name] = df.astype({c: "Int64" for c in ("n_stimuli", "n_pairs", "n_boot")})
     tables["cka_layers"] = (pd.concat(layer_maps, ignore_index=True) if layer_maps else
                             pd.DataFrame(columns=["stimuli", "condition_a", "layer_a",
-                                                  "condition_b", "layer_b", "cka", "n_stimuli"]))
+                                                  "condition_b", "layer_b", "cka", "n_stimuli",
+                                                  "estimator"]))
     rel = [d for d in rel_rdms if len(d)]
     figures["relations.csv"] = (pd.concat(rel, ignore_index=True) if rel else
                                 pd.DataFrame(columns=["stimuli", "condition", "metric", "relation_a",
                                                       "relation_b", "distance", "kind"]))
-    summary["settings"] = {"n_boot": cfg.n_boot, "ci": cfg.ci, "seed": cfg.seed,
-                           "max_pairs": cfg.max_pairs, "tau_bins": cfg.tau_bins,
+    summary["settings"] = {"n_boot": cfg.n_boot, "subsample_fraction": cfg.subsample_fraction,
+                           "ci": cfg.ci, "seed": cfg.seed, "max_pairs": cfg.max_pairs,
+                           "tau_bins": cfg.tau_bins, "cka_max_items": cfg.cka_max_items,
+                           "layer_cka_max_items": cfg.layer_cka_max_items,
                            "metrics": list(cfg.metrics)}
+    summary["multiplicity_family"] = ["table", *FAMILY]
     summary["notes"] = NOTES
     return RsaOutputs(tables, figures, summary)
 

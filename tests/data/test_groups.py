@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.data.groups import image_caption_groups, noun_pair_groups, noun_pair_or_row_groups
+from analysis.data.groups import image_caption_groups, noun_pair_groups
 from analysis.probes.folds import grouped_kfold
 
 
@@ -42,14 +42,6 @@ def test_noun_pairs_are_unordered_and_unparsed_rows_fall_back_to_caption():
     assert g[0] == g[1] and g[2] == "cap:z" and unparsed == 1
 
 
-def test_geometry_groups_are_unordered_noun_pairs_or_the_row():
-    t = pd.DataFrame({"row_id": ["r1", "r2", "r3"], "subject": ["cat", "dog", None],
-                      "object": ["dog", "cat", None], "parsed": [True, True, False]})
-    g = noun_pair_or_row_groups(t)
-    assert g[0] == g[1] == "cat|dog" and g[2] == "row:r3"
-    assert list(noun_pair_or_row_groups(t.assign(pair_id=["a", "b", "c"]))) == ["a", "b", "c"]
-
-
 def _chain(n_images: int, rows_per: int, seed: int = 0) -> pd.DataFrame:
     """Images and captions chained into one component: image k shares a caption with k+1."""
     rng = np.random.default_rng(seed)
@@ -80,3 +72,31 @@ def test_bounded_groups_split_a_giant_component_dropping_few_rows():
     assert all_kept.all() and pd.Series(same).nunique() == 1
     summary = size_summary(groups[keep])
     assert summary["max"] == sizes.max() and summary["rows"] == keep.sum()
+
+
+def test_noun_pair_caption_groups_keep_noun_pairs_and_repeated_captions_together():
+    from analysis.data.groups import noun_pair_caption_groups
+    t = pd.DataFrame({"caption": ["a", "b", "c", "c", "d", "e"],
+                      "subject": ["cat", "dog", None, None, "cat", "bed"],
+                      "object": ["dog", "cat", None, None, "bed", "cat"],
+                      "parsed": [True, True, False, False, True, True]})
+    g = noun_pair_caption_groups(t)
+    assert g[0] == g[1]            # the same unordered noun pair
+    assert g[2] == g[3]            # a repeated caption without parsed nouns: one unit, not two rows
+    assert g[4] == g[5] != g[0]    # cat|bed is its own pair: sharing one noun does not link
+    assert len(set(g)) == 3
+    # noun-pair groups as the older function made them, refined by captions: never finer
+    t = toy_table(seed=2).assign(row_id=lambda d: [f"r{k}" for k in range(len(d))])
+    g = noun_pair_caption_groups(t)
+    assert (pd.Series(g).groupby(t["caption"].to_numpy()).nunique() == 1).all()
+    pairs = ["|".join(sorted([str(a), str(b)])) for a, b in zip(t["subject"], t["object"])]
+    assert (pd.Series(g).groupby(pairs).nunique() == 1).all()
+
+
+def test_row_nouns_codes_both_nouns_of_every_row():
+    from analysis.data.groups import row_nouns
+    t = pd.DataFrame({"subject": ["cat", "dog", None], "object": ["dog", "bed", None],
+                      "parsed": [True, True, False]})
+    names, codes = row_nouns(t)
+    assert names == ["bed", "cat", "dog"]
+    np.testing.assert_array_equal(codes, [[1, 2], [2, 0], [-1, -1]])

@@ -354,7 +354,6 @@ def test_github_source_over_local_http(tmp_path, monkeypatch, fixture_vsr):
         assert store.raw_split_path(v, s).read_bytes() == (fixture_vsr / v / f"{s}.jsonl").read_bytes()
 
     # a commit the server does not have: the stage stops with the downloader's error (the URL)
-    from analysis.data.download import DownloadError
     (tmp_path / "fresh").mkdir()
     monkeypatch.chdir(tmp_path / "fresh")  # no verified copies to reuse
     params = smoke_params(tmp_path, mirror=None, source="github",
@@ -364,8 +363,7 @@ def test_github_source_over_local_http(tmp_path, monkeypatch, fixture_vsr):
     try:
         monkeypatch.setattr(vsr, "GITHUB_RAW", f"http://127.0.0.1:{server.server_port}/"
                             "{repo}/{commit}/data/splits/{variant}/{split}.jsonl")
-        with pytest.raises(DownloadError, match=r"/org/vsr/f{40}/data/splits/random/train\.jsonl"
-                                                r": HTTP 404"):
+        with pytest.raises(VSRDataError, match=r"/org/vsr/f{40}/data/splits/random/train\.jsonl: HTTP 404"):
             vsr.main(["--params", str(params)])
     finally:
         server.shutdown()

@@ -245,3 +245,42 @@ def test_tau_a_rows_matches_tau_a(rng):
     for m in (rng.integers(0, 3, 40).astype(float), rng.normal(size=40)):
         got = g.tau_a_rows(X, m, chunk=3)
         np.testing.assert_allclose(got, [g.tau_a(x, m) for x in X], atol=1e-12)
+
+
+def test_subset_replicates_equal_statistics_of_the_kept_items(rng):
+    """0/1 counts (the stage's subsamples): Spearman and tau-a of the replicate equal scipy's on
+    the RDMs of the kept items, ties included, through the pairs-kept path."""
+    from analysis.geometry.resampling import group_subsamples
+    n = 18
+    X, Y = rng.normal(size=(n, 5)), rng.normal(size=(n, 5))
+    dx, dy = g.rdm(X).astype(np.float64), np.round(g.rdm(Y).astype(np.float64), 1)
+    res = group_subsamples(np.arange(n) // 2, 6, seed=0)
+    i, j = np.triu_indices(n, 1)
+    assert g.is_subset(res.weights) and not g.is_subset(g.bootstrap_counts(np.arange(n), 3, 0))
+    boot = g.bootstrap_spearman([dx, dy], i, j, res.weights, n_jobs=2)
+    tau = g.bootstrap_tau_a([dx, dy], [(0, 1)], i, j, res.weights, n_jobs=1, max_bins=1 << 20)
+    for b, w in enumerate(res.weights.astype(bool)):
+        ex, ey = pdist(X[w], "cosine"), np.round(pdist(Y[w], "cosine"), 1)
+        sel = g.kept_pairs(w, i, j)
+        np.testing.assert_allclose(dx[sel], ex, atol=1e-6)
+        assert boot[b, 0, 1] == pytest.approx(scipy.stats.spearmanr(dx[sel], dy[sel]).statistic, abs=1e-10)
+        assert tau[b, 0] == pytest.approx(g.tau_a(dx[sel], dy[sel]), abs=1e-12)
+
+
+def test_subsampled_pairs_spread_agrees_with_full_for_half_samples(rng):
+    """The stage's replicates of item-RDM statistics use a fixed pair subsample (rsa.max_pairs);
+    a half-sample keeps about a quarter of it. The spread of the replicates stays close to the
+    all-pairs spread (slightly wider: conservative)."""
+    from analysis.geometry.resampling import group_subsamples
+    n, d = 300, 10
+    Z = rng.normal(size=(n, d))
+    X = Z + 0.8 * rng.normal(size=(n, d))
+    Y = Z + 0.8 * rng.normal(size=(n, d))
+    dx, dy = g.rdm(X), g.rdm(Y)
+    res = group_subsamples(np.arange(n), 100, seed=11)
+    i, j = np.triu_indices(n, 1)
+    full = g.bootstrap_spearman([dx, dy], i, j, res.weights)[:, 0, 1]
+    k = g.sample_pairs(n, 25_000, seed=2)
+    si, sj = g.condensed_to_pairs(k, n)
+    sub = g.bootstrap_spearman([dx[k], dy[k]], si, sj, res.weights)[:, 0, 1]
+    assert 0.97 < np.std(sub) / np.std(full) < 1.2
