@@ -596,31 +596,46 @@ def cell_text(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _column_weight(cells: list[str], code: float = 1.2) -> int:
-    """A column's share of a wide table's width, in characters: at least its longest
-    unbreakable word (monospace counts wider), at most a long paragraph's worth."""
-    def chars(text: str) -> float:
-        return len(text.replace("`", "")) * (code if "`" in text else 1.0)
+# A wide table's width in characters of its text (the PDF's 17 cm at the tables' 8.5 pt) and the
+# characters a cell's padding takes (paper/_quarto.yml sets both sizes).
+TABLE_CHARS = 110
+CELL_PADDING = 3
 
-    words = [w for c in cells for w in re.split(r"[\s/-]+", c) if w]
-    longest_word = max((chars(w) for w in words), default=0)
-    longest_cell = max((chars(c) for c in cells), default=0)
-    return int(max(longest_word, min(longest_cell, 60)) + 3)  # + the cell's inset
+
+def column_widths(columns: list[list[str]], total: int = TABLE_CHARS) -> list[int]:
+    """Width of each column, in characters, for a table ``total`` wide: every column gets its
+    longest unbreakable word (monospace counts wider) and the padding, so short columns never
+    collide; the rest of the width goes to the columns whose longest cell needs more, in
+    proportion to how much more (long text wraps there)."""
+    def chars(text: str) -> float:
+        return len(text.replace("`", "")) * (1.2 if "`" in text else 1.0)
+
+    need, want = [], []
+    for cells in columns:
+        words = [w for c in cells for w in re.split(r"[\s/-]+", c) if w]
+        need.append(max((chars(w) for w in words), default=1) + CELL_PADDING)
+        want.append(max((chars(c) for c in cells), default=1) + CELL_PADDING)
+    if sum(want) <= total:
+        return [round(w) for w in want]
+    spare = max(total - sum(need), 0)
+    extra = [w - n for w, n in zip(want, need)]
+    return [round(n + spare * e / sum(extra)) if sum(extra) else round(n)
+            for n, e in zip(need, extra)]
 
 
 def md_table(df: pd.DataFrame, digits: int = 3) -> str:
     """A pipe table (no extra dependency): floats rounded, pipes escaped, no Python reprs. The
-    separator's dashes follow each column's needs (its longest unbreakable word, its longest
-    cell up to a limit), which Pandoc turns into relative column widths for wide tables, so
-    text columns get the room and the PDF keeps the page's width."""
+    separator's dashes are the `column_widths`, which Pandoc turns into relative column widths
+    for wide tables: short columns keep their words whole, long text wraps, and the PDF keeps
+    the page's width."""
     def cell(v: Any) -> str:
         return cell_text(v, digits).replace("|", "\\|").replace("\n", " ")
 
     header = [str(c) for c in df.columns]
     body = [[cell(v) for v in row] for row in df.itertuples(index=False)]
-    width = [_column_weight([h, *(r[i] for r in body)]) for i, h in enumerate(header)]
-    align = "|" + "|".join(("-" * w + ":") if pd.api.types.is_numeric_dtype(df[c])
-                          else (":" + "-" * w)
+    width = column_widths([[h, *(r[i] for r in body)] for i, h in enumerate(header)])
+    align = "|" + "|".join(("-" * max(w, 3) + ":") if pd.api.types.is_numeric_dtype(df[c])
+                          else (":" + "-" * max(w, 3))
                           for c, w in zip(df.columns, width)) + "|"
     lines = ["| " + " | ".join(header) + " |", align]
     lines += ["| " + " | ".join(r) + " |" for r in body]
