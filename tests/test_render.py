@@ -158,11 +158,11 @@ def source_xrefs(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def smoke_paper(smoke_workspace) -> Rendered:
+def smoke_paper(request) -> Rendered:
     """The smoke paper as `dvc repro` rendered it in the smoke workspace (rendered here if
     Quarto came on PATH only after the session started)."""
-    need_quarto()
-    paper = smoke_workspace / "paper"
+    need_quarto()  # before the workspace: without Quarto there is nothing to wait for
+    paper = request.getfixturevalue("smoke_workspace") / "paper"
     out = paper / "_output"
     if not ((out / "index.html").exists() and (out / "index.pdf").exists()):
         render(paper)
@@ -264,9 +264,10 @@ def test_html_loads_nothing_from_the_network(smoke_paper):
     assert soup.find("math") is not None  # MathML: formulas without a MathJax CDN
 
 
-def test_labels_and_counts_are_for_readers(smoke_paper, smoke_workspace):
+def test_labels_and_counts_are_for_readers(smoke_paper):
     from analysis.paper_data import words
 
+    smoke_workspace = smoke_paper.paper.parent
     soup = smoke_paper.soup
     import copy
     prose = copy.copy(soup)
