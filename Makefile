@@ -40,13 +40,24 @@ test: setup  ## the test suite, offline (CI runs exactly this)
 
 # The smoke run works in .smoke/ so its outputs never mix with the study's results/ and data/.
 SMOKE := .smoke
-smoke: setup  ## the whole pipeline offline on fixtures and tiny random models, then the paper's cells
+# With Quarto on PATH it also renders the paper from those outputs into .smoke/paper/_output/
+# (index.html, index.pdf); paper/_output is never touched.
+smoke: setup  ## the whole pipeline offline on fixtures and tiny random models, then the paper
 	rm -rf $(SMOKE) && mkdir -p $(SMOKE)
 	ln -s ../analysis ../tests $(SMOKE)/
 	cp params.smoke.yaml $(SMOKE)/params.yaml
 	cp dvc.yaml $(SMOKE)/dvc.yaml
 	cd $(SMOKE) && $(CURDIR)/$(BIN)/python -m analysis pipeline --params params.yaml
 	$(BIN)/python -m analysis paper_check --root $(SMOKE) --out $(SMOKE)/paper_check
+ifeq ($(HAVE_QUARTO),yes)
+	mkdir -p $(SMOKE)/paper
+	tar -C paper --exclude=./_output --exclude=./.quarto --exclude=./figures --exclude=./_check \
+	    --exclude=./_freeze -cf - . | tar -C $(SMOKE)/paper -xf -
+	@start=$$(date +%s); cd $(SMOKE) && quarto render paper && \
+	    echo "smoke paper rendered in $$(( $$(date +%s) - start )) s: $(SMOKE)/paper/_output/index.html, $(SMOKE)/paper/_output/index.pdf"
+else
+	@echo "quarto not on PATH: the smoke paper is checked ($(SMOKE)/paper_check/), not rendered"
+endif
 
 bench: setup  ## speed targets (see README)
 	$(BIN)/python bench/run_all.py

@@ -29,9 +29,10 @@ def _ci_tooltip(value: str = "estimate") -> list[alt.Tooltip]:
             alt.Tooltip("ci_high:Q", format=".3f")]
 
 
-def replication_dots(df: pd.DataFrame) -> alt.Chart:
+def replication_dots(df: pd.DataFrame, folds: int | str | None = None) -> alt.Chart:
     """Original probe: macro F1 per relation (rows) and condition (colour); hollow marks are
     collapsed probes (one class predicted on every fold); the tick is majority-class F1.
+    ``folds``: the number of CV folds, for the axis title.
     Columns: relation, condition, f1_macro_mean, f1_macro_std, collapsed[, f1_macro_majority]."""
     _need(df, ["relation", "condition", "f1_macro_mean", "f1_macro_std", "collapsed"],
           "replication_dots")
@@ -39,7 +40,8 @@ def replication_dots(df: pd.DataFrame) -> alt.Chart:
              .index.tolist())
     base = alt.Chart(df).encode(y=alt.Y("relation:N", sort=order, title=None))
     dots = base.mark_point(size=45, filled=True).encode(
-        x=alt.X("f1_macro_mean:Q", title="macro F1 (mean over 5 folds)",
+        x=alt.X("f1_macro_mean:Q", title=f"macro F1 (mean over {folds} folds)" if folds
+                else "macro F1 (mean over folds)",
                 scale=alt.Scale(zero=False)),
         color=alt.Color("condition:N", title="condition"),
         shape=alt.Shape("collapsed:N", title="collapsed",
@@ -124,16 +126,20 @@ def layer_curves(df: pd.DataFrame, title: str = "macro F1") -> alt.Chart:
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title=title), y2="ci_high:Q")
     line = base.mark_line(point=True).encode(y="estimate:Q",
                                               tooltip=["condition", "layer", *_ci_tooltip()])
-    return alt.layer(band, line, data=df).properties(width=260, height=180) \
-        .facet(column=alt.Column("panel:N", title=None))
+    return alt.layer(band, line, data=df).properties(width=260, height=170) \
+        .facet(facet=alt.Facet("panel:N", title=None), columns=2)
 
 
-def pair_matrix(df: pd.DataFrame, title: str = "similarity") -> alt.Chart:
+def pair_matrix(df: pd.DataFrame, title: str = "similarity", names=None) -> alt.Chart:
     """Symmetric condition x condition matrix (RSA or CKA) from pairwise rows whose
-    ``comparison`` is "a-b" (or "a vs b"); one panel per ``method``.
+    ``comparison`` is "a-b" (or "a vs b"); one panel per ``method``. ``names`` maps a
+    condition to the label shown on the axes.
     Columns: comparison, method, estimate[, ci_low, ci_high]."""
     _need(df, ["comparison", "method", "estimate"], "pair_matrix")
     cells = matrix_cells(df)
+    if names is not None:
+        cells = cells.assign(a=cells["a"].map(lambda c: str(names(c))),
+                             b=cells["b"].map(lambda c: str(names(c))))
     base = alt.Chart().encode(x=alt.X("a:N", title=None), y=alt.Y("b:N", title=None))
     rect = base.mark_rect().encode(
         color=alt.Color("estimate:Q", title=title, scale=alt.Scale(scheme="viridis")),
@@ -141,8 +147,8 @@ def pair_matrix(df: pd.DataFrame, title: str = "similarity") -> alt.Chart:
     text = base.mark_text(fontSize=10).encode(
         text=alt.Text("estimate:Q", format=".2f"),
         color=alt.condition(alt.datum.estimate > 0.6, alt.value("black"), alt.value("white")))
-    return alt.layer(rect, text, data=cells).properties(width=alt.Step(60), height=alt.Step(30)) \
-        .facet(column=alt.Column("method:N", title=None))
+    return alt.layer(rect, text, data=cells).properties(width=alt.Step(34), height=alt.Step(22)) \
+        .facet(facet=alt.Facet("method:N", title=None), columns=2)
 
 
 def layer_cka_map(df: pd.DataFrame) -> alt.Chart:
@@ -155,7 +161,8 @@ def layer_cka_map(df: pd.DataFrame) -> alt.Chart:
         y=alt.Y("layer_a:O", title="layer (first encoder)", sort="descending"),
         color=alt.Color("cka:Q", title="linear CKA", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
         tooltip=["panel", "layer_a", "layer_b", alt.Tooltip("cka:Q", format=".3f")],
-    ).properties(width=alt.Step(14), height=alt.Step(14)).facet(column=alt.Column("panel:N", title=None))
+    ).properties(width=170, height=170).facet(
+        facet=alt.Facet("panel:N", title=None, header=alt.Header(labelLimit=200)), columns=3)
 
 
 def split_pair(comparison: str) -> tuple[str, str]:
@@ -208,21 +215,70 @@ def output_format() -> str | None:
     return None
 
 
+def _svg_width(svg: str) -> float | None:
+    import re
+
+    m = re.search(r'<svg[^>]*\swidth="([\d.]+)', svg)
+    return float(m.group(1)) if m else None
+
+
+# The PDF's text width in CSS px (A4, 2 cm margins: 17 cm at 96 px/in); wider charts are scaled
+# to fit it, narrower ones keep their size.
+TEXT_WIDTH_PX = 17 / 2.54 * 96
+
+_bundle_sent = False  # the Vega bundle goes into the first chart of each rendered document
+
+
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one script (vl-convert's bundle, the versions Altair
+    uses), so the HTML draws its charts without loading anything from the network."""
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    js = vlc.javascript_bundle(vl_version=vl_version_for_vl_convert())
+    # "<table" in the bundle's strings (tooltips) makes Quarto try to parse the raw HTML block
+    # as a table and warn; the escapes mean the same inside JavaScript strings
+    return js.replace("</table", "<\\/table").replace("<table", "<\\x74able")
+
+
 class Figure:
-    """What a figure cell displays: the interactive chart in HTML; elsewhere (Typst PDF) a
-    Markdown image of the saved SVG, so the static file itself is included; outside Quarto
-    (paper_check) every representation, so each path is exercised."""
+    """A chart for each format: in HTML the interactive chart (Vega-Lite spec drawn by the
+    inlined Vega bundle, which the first figure of a document carries); elsewhere (Typst PDF,
+    notebooks) a Markdown image of the saved SVG, scaled to the text width where it is wider.
+    Shown inside a `paper_data.captioned` float; on its own it displays the same."""
 
     def __init__(self, chart: alt.TopLevelMixin, svg_path: Path, fmt: str | None):
         self.chart, self.svg_path, self.fmt = chart, svg_path, fmt
 
+    def html(self, with_bundle: bool | None = None) -> str:
+        global _bundle_sent
+        if with_bundle is None:
+            with_bundle, _bundle_sent = not _bundle_sent, True
+        spec = json.dumps(self.chart.to_dict(), separators=(",", ":")).replace("<", "\\u003c")
+        div = f"vega-{self.svg_path.stem}"
+        parts = []
+        if with_bundle:
+            parts.append('<script type="text/javascript">\n' + vega_bundle() + "\n</script>")
+        parts.append(f'<div id="{div}" class="vega-chart"></div>')
+        parts.append(f'<script type="text/javascript">vegaEmbed("#{div}", {spec}, '
+                     '{"mode": "vega-lite", "renderer": "svg", "actions": false})'
+                     ".catch(console.error);</script>")
+        return "\n".join(parts)
+
+    def image(self) -> str:
+        width = _svg_width(self.svg_path.read_text())
+        size = (f"{{width={min(100.0, 100 * width / TEXT_WIDTH_PX):.0f}%}}"
+                if width and width > 0.9 * TEXT_WIDTH_PX else "")
+        return f"![]({self.svg_path.as_posix()}){size}"
+
+    def markdown(self, fmt: str | None = None) -> str:
+        if fmt == "html":
+            return "```{=html}\n" + self.html() + "\n```"
+        return self.image()
+
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle: dict[str, str] = {"text/plain": f"<figure {self.svg_path.name}>"}
-        if self.fmt in (None, "html"):
-            html = self.chart._repr_mimebundle_()  # Altair's own embed: unique div ids per chart
-            bundle["text/html"] = (html[0] if isinstance(html, tuple) else html)["text/html"]
-        if self.fmt != "html":
-            bundle["text/markdown"] = f"![]({self.svg_path.as_posix()})"
+        bundle: dict[str, str] = {"text/plain": f"<figure {self.svg_path.name}>",
+                                  "text/markdown": self.markdown(self.fmt)}
         if self.fmt is None:
             bundle["image/svg+xml"] = self.svg_path.read_text()
         return bundle

@@ -1,9 +1,15 @@
 """Check the paper where Quarto is absent: run every Python cell of ``paper/index.qmd`` (and
 its includes) in order, from ``paper/``, in a ``python3`` Jupyter kernel, evaluate the inline
 ``{python} expr`` expressions where Quarto would, and fail on a cell error, a missing required
-output, an empty figure/table, an unresolved ``@fig-``/``@tbl-``/``@sec-`` reference or an
-unknown citation key. Writes the executed notebook and the prose with every inline value filled
-in to ``paper/_check/`` (what tests compare between result sets).
+output, an empty figure/table, an unresolved ``@fig-``/``@tbl-``/``@sec-`` reference, an
+unknown citation key, an inline value that renders as empty (Quarto would print its source) or
+a figure/table div wrapped around a code cell (a Quarto manuscript crashes on it or drops the
+caption; emit the float from the cell with ``paper_data.captioned``). Writes the executed
+notebook and the prose with every inline value filled in to ``paper/_check/`` (what tests
+compare between result sets).
+
+It executes cells; it does not render. What readers see is checked by rendering with Quarto
+(``quarto render paper``; ``tests/test_render.py`` in CI).
 
     python -m analysis paper_check [--paper paper] [--root .]
 """
@@ -38,6 +44,8 @@ CITE = re.compile(r"(?<![\w@.\\])@([A-Za-z_][\w:.#$%&+?<>~/-]*\w|[A-Za-z_])")
 BIB_KEY = re.compile(r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,", re.MULTILINE)
 DIV_OPEN = re.compile(r"^:::+\s*\{#((?:fig|tbl)-[\w-]+)[^}]*\}\s*$")
 DIV_CLOSE = re.compile(r"^:::+\s*$")
+FLOAT_OUTPUT = re.compile(r"^:::+\s*\{#((?:fig|tbl)-[\w-]+)[^}]*\}\s*\n(.*?)\n:::+\s*$",
+                          re.MULTILINE | re.DOTALL)
 SENTINEL = "<<paper_check inline>>"
 ADJACENT = re.compile(r"`\{python\}[^`\n]*``\{python\}")  # pandoc reads `` as one delimiter
 
@@ -144,9 +152,13 @@ def inline_values(prep: Prepared) -> dict[int, list[str]]:
 
 
 def rendered_prose(prep: Prepared, values: dict[int, list[str]]) -> str:
-    """The Markdown text with every inline expression replaced by its value."""
+    """The Markdown text with every inline expression replaced by its value, and the Markdown
+    code cells display (figures and tables with their captions) where they display it."""
     parts = []
     for i, cell in enumerate(prep.nb.cells):
+        if cell.cell_type == "code":
+            parts += cell_markdown_outputs(cell)
+            continue
         if cell.cell_type != "markdown":
             continue
         vals = iter(values.get(i, []))
@@ -154,12 +166,43 @@ def rendered_prose(prep: Prepared, values: dict[int, list[str]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def cell_markdown_outputs(cell: nbformat.NotebookNode) -> list[str]:
+    """The text/markdown a code cell displayed (what Quarto reads into the document)."""
+    out = []
+    for o in cell.get("outputs", []):
+        data = o.get("data", {}) if o.get("output_type") in {"display_data", "execute_result"} \
+            else {}
+        md = data.get("text/markdown")
+        if md is not None:
+            out.append("".join(md) if isinstance(md, list) else md)
+    return out
+
+
 def labels_defined(nb: nbformat.NotebookNode) -> set[str]:
+    """Labels of the Markdown (``{#fig-x}``), of code cells (``#| label: fig-x``) and of the
+    floats code cells display (``paper_data.captioned``)."""
     found: set[str] = set()
     for cell in nb.cells:
-        pattern = LABEL_OPT if cell.cell_type == "code" else LABEL_ATTR
-        found.update(pattern.findall(cell.source))
+        if cell.cell_type == "code":
+            found.update(LABEL_OPT.findall(cell.source))
+            for md in cell_markdown_outputs(cell):
+                found.update(LABEL_ATTR.findall(md))
+        else:
+            found.update(LABEL_ATTR.findall(cell.source))
     return found
+
+
+def floats_displayed(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """Figure/table label -> its body (between the div's opening line and its caption) for every
+    float a code cell displayed."""
+    floats: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for md in cell_markdown_outputs(cell):
+            for m in FLOAT_OUTPUT.finditer(md):
+                floats[m.group(1)] = m.group(2)
+    return floats
 
 
 def references(prose: str) -> tuple[set[str], set[str]]:
@@ -186,14 +229,29 @@ def bibliographies(paper: Path, front: str) -> list[Path]:
     return [paper / n for n in dict.fromkeys(names)]
 
 
-def empty_divs(prep: Prepared) -> list[str]:
-    """Figure/table divs none of whose code cells displayed anything."""
-    shown: dict[str, bool] = {}
-    for idx, lbl in prep.div_of_cell.items():
-        outs = prep.nb.cells[idx].get("outputs", [])
-        shown[lbl] = shown.get(lbl, False) or any(
-            o.get("output_type") in {"display_data", "execute_result"} for o in outs)
-    return sorted(lbl for lbl, ok in shown.items() if not ok)
+def divs_around_cells(prep: Prepared) -> list[str]:
+    """Figure/table divs of the Markdown that wrap a code cell (the pattern a Quarto manuscript
+    cannot render)."""
+    return sorted(set(prep.div_of_cell.values()))
+
+
+def empty_floats(prep: Prepared) -> list[str]:
+    """Displayed figures/tables with nothing but a caption."""
+    empty = []
+    for lbl, body in floats_displayed(prep.nb).items():
+        paragraphs = [b for b in re.split(r"\n\s*\n", body.strip()) if b.strip()]
+        if len(paragraphs) < 2:  # content and caption
+            empty.append(lbl)
+    return sorted(empty)
+
+
+def empty_inline(prep: Prepared, values: dict[int, list[str]]) -> list[str]:
+    """Inline expressions whose value renders as empty text (Quarto then prints the source)."""
+    problems = []
+    for md_idx, vals in values.items():
+        exprs = INLINE.findall(prep.nb.cells[md_idx].source)
+        problems += [f"`{{python}} {e.strip()}`" for e, v in zip(exprs, vals) if not v.strip()]
+    return problems
 
 
 def check(paper: Path, root: Path | None = None, out: Path | None = None,
@@ -241,7 +299,13 @@ def check(paper: Path, root: Path | None = None, out: Path | None = None,
     problems += [f"bibliography file {b} not found" for b in bibs if not b.exists()]
     problems += [f"unknown citation @{c} (not in {', '.join(b.name for b in bibs)})"
                  for c in sorted(cites - keys)]
-    problems += [f"figure/table {lbl} displays nothing" for lbl in empty_divs(prep)]
+    problems += [f"figure/table {lbl} displays nothing" for lbl in empty_floats(prep)]
+    problems += [f"figure/table div {lbl} wraps a code cell: a Quarto manuscript crashes on it "
+                 f"or drops its caption; display P.captioned({lbl!r}, content, caption) from "
+                 "the cell instead" for lbl in divs_around_cells(prep)]
+    problems += [f"inline expression {e} renders as empty text, which Quarto replaces by its "
+                 "source: return a sentence or paper_data.Txt('') (renders as nothing)"
+                 for e in empty_inline(prep, values)]
     if problems:
         raise PaperCheckError("paper check failed:\n  " + "\n  ".join(problems))
     return {"cells": sum(c.cell_type == "code" for c in prep.nb.cells) - 1 - len(values),

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,12 @@ TIDY_COLUMNS = ("task", "condition", "layer", "target", "metric", "estimate", "c
 RSA_COLUMNS = ("comparison", "method", "estimate", "ci_low", "ci_high", "n_stimuli")
 
 CONDITION_ORDER = ("sbert", "clip_text", "clip_image", "clip_concat")
-CONDITION_LABELS = {
+
+# The one mapping from the pipeline's names (conditions, tasks, targets, RSA methods and
+# hypothesis models) to what readers see, in prose, tables and figure axes alike; `label` reads
+# it. A key "<task>:<target>" overrides a target's label within one task.
+LABELS = {
+    # conditions
     "sbert": "SBERT",
     "clip_text": "CLIP text",
     "clip_image": "CLIP image",
@@ -68,7 +74,39 @@ CONDITION_LABELS = {
     "clip_random_concat": "CLIP image+text (random weights)",
     "clip_random_interaction": "CLIP interaction features (random weights)",
     "clip_random_zeroshot": "CLIP zero-shot score (random weights)",
+    # tasks
+    "T1": "T1 relation identity",
+    "T1_ovr": "T1 one-vs-rest",
+    "T1_control": "T1 control task",
+    "T1_control_ovr": "T1 control task, one-vs-rest",
+    "T2_axis": "T2 spatial axis",
+    "T2_polarity": "T2 polarity",
+    "T3": "T3 truth, cross-validated",
+    "T3_holdout_random": "T3 truth, random train→test",
+    "T3_holdout_zeroshot": "T3 truth, zeroshot train→test",
+    # targets
+    "__all__": "all relations",
+    "T2_axis:__all__": "all axes",
+    "T2_polarity:__all__": "all polarities",
+    "T3:__all__": "all captions",
+    "T3_holdout_random:__all__": "all captions",
+    "T3_holdout_zeroshot:__all__": "all captions",
+    "vertical - horizontal": "vertical − horizontal",
+    # representational geometry: methods and hypothesis models
+    "spearman": "Spearman ρ",
+    "tau_a": "Kendall τa",
+    "linear_cka": "linear CKA",
+    "axis": "axis model",
+    "polarity": "polarity model",
+    "meta_category": "meta-category model",
+    "same_relation": "same-relation model",
+    "noun_overlap": "noun-overlap model",
+    "lexical_overlap": "lexical-overlap model",
 }
+CONDITION_LABELS = {k: LABELS[k] for k in (
+    "sbert", "clip_text", "clip_image", "clip_concat", "sbert_random", "clip_text_random",
+    "clip_image_random", "clip_concat_random", "bow", "clip_interaction", "clip_zeroshot",
+    "clip_random_concat", "clip_random_interaction", "clip_random_zeroshot")}
 
 
 # Mean macro F1 over 36 relations reported by the original class project's README (the numbers
@@ -256,6 +294,34 @@ def embedding_sidecars() -> pd.DataFrame:
                                        "versions"])
 
 
+def short_revision(revision: Any) -> str:
+    """A model revision for a table cell: a hub commit's first 12 hex digits; for local model
+    folders ('local-sha256:<hash>') 'local files' and the first 12 digits of their hash."""
+    rev = cell_text(revision)
+    if not rev:
+        return ""
+    kind, _, digest = rev.rpartition(":")
+    if kind.startswith("local"):
+        return f"local files `{digest[:12]}`"
+    return f"`{rev[:12]}`"
+
+
+def pooling_text(condition: str, pooling: Any) -> str:
+    """How a condition's vector is made, for a table cell: the sidecar's description of the
+    condition's primary view (the vector the probes read), e.g. "`mean`: sentence-transformers
+    mean pooling ...", not the whole view -> description mapping."""
+    if not isinstance(pooling, dict):
+        return cell_text(pooling)
+    try:
+        from analysis.store import primary_view
+        view = primary_view(condition)
+    except (ImportError, KeyError):
+        view = None
+    if view not in pooling:
+        view = next((v for v in pooling if v != "layers"), None)
+    return f"`{view}`: {pooling[view]}" if view is not None else ""
+
+
 def meta_categories() -> dict[str, str]:
     """Relation -> VSR meta-category, from the dictionary the `vsr` stage uses."""
     from analysis.data.relations import load_meta_categories
@@ -398,12 +464,19 @@ def source_note(*rels: str) -> "Txt":
 # --------------------------------------------------------------------------- formatting
 
 
+# What an empty inline value renders as: an empty Pandoc span (nothing in HTML, PDF or
+# notebooks). Quarto prints an inline expression's *source* when its value is empty, so no inline
+# value may ever be the empty string (`paper_check` fails on one).
+EMPTY_MARKDOWN = "[]{}"
+
+
 class Txt(str):
     """A string that renders without quotes both as text/plain and text/markdown, so an inline
-    ``{python} expr`` shows the value itself whichever mime type Quarto picks."""
+    ``{python} expr`` shows the value itself whichever mime type Quarto picks; an empty one
+    renders as nothing (`EMPTY_MARKDOWN`) instead of leaking the expression's source."""
 
     def __repr__(self) -> str:
-        return str(self)
+        return str(self) or EMPTY_MARKDOWN
 
     def __add__(self, other: str) -> "Txt":
         return Txt(str(self) + str(other))
@@ -412,7 +485,7 @@ class Txt(str):
         return Txt(str(other) + str(self))
 
     def _repr_markdown_(self) -> str:
-        return str(self)
+        return str(self) or EMPTY_MARKDOWN
 
 
 def num(x: float | None, digits: int = 3) -> Txt:
@@ -442,8 +515,58 @@ def pvalue(p: float | None) -> Txt:
     return Txt("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def label(condition: str) -> str:
-    return CONDITION_LABELS.get(condition, condition)
+def label(name: Any, task: str | None = None) -> Txt:
+    """What a reader sees for a pipeline name (`LABELS`): conditions ('clip_text' -> 'CLIP text',
+    'sbert_random_s3' -> 'SBERT (random weights, seed 3)'), tasks ('T1_ovr' -> 'T1 one-vs-rest'),
+    targets ('__all__' -> 'all relations', per ``task`` where it differs; 'meta:Projective' ->
+    'Projective (meta-category)'), methods and models ('model:axis' -> 'axis model'), and
+    comparisons of those ('clip_text - sbert' -> 'CLIP text − SBERT', 'a vs b'). Other names are
+    returned as they are."""
+    name = str(name).strip()
+    if task is not None and f"{task}:{name}" in LABELS:
+        return Txt(LABELS[f"{task}:{name}"])
+    if name in LABELS:
+        return Txt(LABELS[name])
+    if m := re.fullmatch(r"(\w+)_random_s(\d+)", name):
+        base = LABELS.get(m.group(1), m.group(1))
+        return Txt(f"{base} (random weights, seed {m.group(2)})")
+    if name.startswith("meta:"):
+        return Txt(f"{name[5:]} (meta-category)")
+    if name.startswith("model:"):
+        return label(name[6:], task)
+    if m := re.fullmatch(r"\((.+)\) - \((.+)\)", name):
+        return Txt(f"({label(m.group(1), task)}) − ({label(m.group(2), task)})")
+    for sep, shown in ((" vs ", " vs "), (": ", ": "), (" - ", " − ")):
+        if sep in name:
+            return Txt(shown.join(str(label(part, task)) for part in name.split(sep)))
+    return Txt(name)
+
+
+_SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+          "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def words(n: int) -> Txt:
+    """A count as a reader writes it: 'seven', 'twenty-one'; 100 and above as digits ('1,234')."""
+    n = int(n)
+    if 0 <= n < 20:
+        return Txt(_SMALL[n])
+    if 20 <= n < 100:
+        tens, ones = divmod(n, 10)
+        return Txt(_TENS[tens] + (f"-{_SMALL[ones]}" if ones else ""))
+    return count(n)
+
+
+def times(n: int) -> Txt:
+    """'once', 'twice', 'three times'."""
+    n = int(n)
+    return Txt({1: "once", 2: "twice"}.get(n, f"{words(n)} times"))
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> Txt:
+    """'seven conditions', 'one condition' (the count in words)."""
+    return Txt(f"{words(n)} {noun if int(n) == 1 else plural_form or noun + 's'}")
 
 
 def listing(items: Iterable[str], conj: str = "and") -> Txt:
@@ -455,21 +578,150 @@ def listing(items: Iterable[str], conj: str = "and") -> Txt:
     return Txt(", ".join(items[:-1]) + f" {conj} " + items[-1])
 
 
+def cell_text(v: Any, digits: int = 3) -> str:
+    """One table cell as a reader reads it: floats rounded, missing values blank, mappings and
+    lists spelled out ('a: x; b: y') rather than printed as Python."""
+    if v is None:
+        return ""
+    if pd.api.types.is_scalar(v) and not isinstance(v, str) and pd.isna(v):
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.{digits}f}"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {cell_text(x, digits)}" for k, x in v.items())
+    if isinstance(v, (list, tuple, set)):
+        return ", ".join(cell_text(x, digits) for x in v)
+    if hasattr(v, "tolist") and not isinstance(v, str):  # numpy scalars and arrays
+        return cell_text(v.tolist(), digits)
+    return str(v)
+
+
+# A wide table's width in characters of its text (the PDF's 17 cm at the tables' 8.5 pt) and the
+# characters a cell's padding takes (paper/_quarto.yml sets both sizes).
+TABLE_CHARS = 110
+CELL_PADDING = 3
+
+
+def column_widths(columns: list[list[str]], total: int = TABLE_CHARS) -> list[int]:
+    """Width of each column, in characters, for a table ``total`` wide: every column gets its
+    longest unbreakable word (monospace counts wider) and the padding, so short columns never
+    collide; the rest of the width goes to the columns whose longest cell needs more, in
+    proportion to how much more (long text wraps there)."""
+    def chars(text: str) -> float:
+        return len(text.replace("`", "")) * (1.2 if "`" in text else 1.0)
+
+    need, want = [], []
+    for cells in columns:
+        words = [w for c in cells for w in re.split(r"[\s/-]+", c) if w]
+        need.append(max((chars(w) for w in words), default=1) + CELL_PADDING)
+        want.append(max((chars(c) for c in cells), default=1) + CELL_PADDING)
+    if sum(want) <= total:
+        return [round(w) for w in want]
+    spare = max(total - sum(need), 0)
+    extra = [w - n for w, n in zip(want, need)]
+    return [round(n + spare * e / sum(extra)) if sum(extra) else round(n)
+            for n, e in zip(need, extra)]
+
+
 def md_table(df: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table (no extra dependency): floats rounded, pipes escaped."""
+    """A pipe table (no extra dependency): floats rounded, pipes escaped, no Python reprs. The
+    separator's dashes are the `column_widths`, which Pandoc turns into relative column widths
+    for wide tables: short columns keep their words whole, long text wraps, and the PDF keeps
+    the page's width."""
     def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.{digits}f}"
-        return str(v).replace("|", "\\|")
+        return cell_text(v, digits).replace("|", "\\|").replace("\n", " ")
 
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
-    align = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else ":---"
-                          for c in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, align, *body])
+    header = [str(c) for c in df.columns]
+    body = [[cell(v) for v in row] for row in df.itertuples(index=False)]
+    width = column_widths([[h, *(r[i] for r in body)] for i, h in enumerate(header)])
+    align = "|" + "|".join(("-" * max(w, 3) + ":") if pd.api.types.is_numeric_dtype(df[c])
+                          else (":" + "-" * max(w, 3))
+                          for c, w in zip(df.columns, width)) + "|"
+    lines = ["| " + " | ".join(header) + " |", align]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
 
 
-def table(df: pd.DataFrame, digits: int = 3):
-    """Display ``df`` as a Markdown table (Quarto turns it into a real table in HTML and PDF)."""
-    from IPython.display import Markdown
-    return Markdown(md_table(df, digits))
+class Table:
+    """A table's content: the pipe table, the same in every output format."""
+
+    def __init__(self, df: pd.DataFrame, digits: int = 3):
+        if df.empty or not len(df.columns):
+            raise ValueError("table: no rows to show (pass a one-row note frame instead)")
+        self.df, self.digits = df, digits
+
+    def markdown(self, fmt: str | None = None) -> str:
+        return md_table(self.df, self.digits)
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def table(df: pd.DataFrame, digits: int = 3) -> Table:
+    """``df`` as a table (Quarto turns the pipe table into a real table in HTML and PDF); put it
+    in a `captioned` float to number and caption it."""
+    return Table(df, digits)
+
+
+def not_available(what: str = "Not available in this build.") -> Txt:
+    """The body of a figure or table whose data this build lacks (the prose says why)."""
+    return Txt(f"*{what}*")
+
+
+FLOAT_LABEL = re.compile(r"(fig|tbl)-[A-Za-z0-9][\w-]*")
+
+
+def _body(content: Any, fmt: str | None) -> str:
+    if isinstance(content, str):  # Markdown text (a Txt's empty placeholder does not count)
+        return str(content)
+    if hasattr(content, "markdown"):
+        return content.markdown(fmt)
+    if hasattr(content, "_repr_markdown_"):
+        return content._repr_markdown_()
+    if hasattr(content, "data") and isinstance(content.data, str):  # IPython.display.Markdown
+        return content.data
+    return str(content)
+
+
+class Captioned:
+    """A numbered, captioned figure or table that one code cell emits whole, as Markdown:
+    ``::: {#fig-x}`` + the content for the format being rendered + the caption + ``:::``.
+
+    Why not a ``::: {#fig-x}`` div in the document around the cell: in a Quarto *manuscript*
+    the notebook renderings (the article notebook, its embeds) wrap every Markdown cell in a div
+    of its own, which closes a float that opens in one Markdown cell and ends in another; Quarto
+    then crashes (floatreftarget.lua: field 'content' is nil) or drops the caption. A float that
+    lives inside one cell's output is whole in every rendering."""
+
+    def __init__(self, label: str, content: Any, caption: str):
+        if not FLOAT_LABEL.fullmatch(label):
+            raise ValueError(f"float label {label!r} must look like fig-name or tbl-name")
+        if not str(caption).strip():
+            raise ValueError(f"{label}: a figure or table needs a caption")
+        self.label, self.content, self.caption = label, content, str(caption).strip()
+
+    def markdown(self, fmt: str | None = None) -> str:
+        body = _body(self.content, fmt).strip()
+        if not body:
+            raise ValueError(f"{label_text(self.label)} {self.label} has no content")
+        return f"::: {{#{self.label}}}\n\n{body}\n\n{self.caption}\n\n:::\n"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from analysis.figures import output_format
+
+        fmt = output_format()
+        bundle = {"text/plain": f"<{self.label}>", "text/markdown": self.markdown(fmt)}
+        if fmt is None:  # outside Quarto (paper_check): build the HTML variant too, to check it
+            bundle["text/html"] = self.markdown("html")
+        return bundle
+
+
+def label_text(float_label: str) -> str:
+    return "figure" if float_label.startswith("fig-") else "table"
+
+
+def captioned(label: str, content: Any, caption: str) -> Captioned:
+    """Figure or table ``label`` ('fig-…'/'tbl-…', what ``@label`` refers to) showing
+    ``content`` (a `figures.render` result, a `table`, or Markdown such as `not_available`)
+    with ``caption`` (Markdown: citations and inline code work; end it with a `source_note`)."""
+    return Captioned(label, content, caption)

@@ -103,18 +103,40 @@ def test_missing_columns_and_empty_data_are_errors(diffs):
         F.contrast(diffs.iloc[0:0])
 
 
-def test_render_saves_svg_and_picks_mime_by_format(tmp_path, monkeypatch, diffs):
+def test_render_saves_svg_and_shows_it_per_format(tmp_path, monkeypatch, diffs):
     chart = F.contrast(diffs)
     monkeypatch.delenv("QUARTO_EXECUTE_INFO", raising=False)
+    monkeypatch.setattr(F, "_bundle_sent", False)
     fig = F.render(chart, "c", tmp_path)
     assert (tmp_path / "c.svg").read_text().lstrip().startswith("<svg")
-    assert {"text/html", "image/svg+xml", "text/markdown"} <= set(fig._repr_mimebundle_())
+    assert {"image/svg+xml", "text/markdown"} <= set(fig._repr_mimebundle_())
     info = tmp_path / "info.json"
     info.write_text('{"format": {"identifier": {"base-format": "typst"}}}')
     monkeypatch.setenv("QUARTO_EXECUTE_INFO", str(info))
     bundle = F.render(chart, "c", tmp_path)._repr_mimebundle_()
     assert "text/html" not in bundle and "image/svg+xml" not in bundle
-    assert bundle["text/markdown"] == f"![]({(tmp_path / 'c.svg').as_posix()})"
+    assert bundle["text/markdown"] == f"![]({(tmp_path / 'c.svg').as_posix()})"  # fits the page
     info.write_text('{"format": {"identifier": {"base-format": "html"}}}')
-    bundle = F.render(chart, "c", tmp_path)._repr_mimebundle_()
-    assert "vega" in bundle["text/html"] and "image/svg+xml" not in bundle
+    first = F.render(chart, "c", tmp_path)._repr_mimebundle_()
+    second = F.render(chart, "d", tmp_path)._repr_mimebundle_()
+    # HTML: Markdown with a raw HTML block (Quarto prefers text/html over the float around it)
+    assert "text/html" not in first and first["text/markdown"].startswith("```{=html}\n")
+    assert first["text/markdown"].endswith("\n```")
+    # the Vega bundle once per document, in the first chart; no script from a CDN
+    assert "window.vegaEmbed=" in first["text/markdown"]
+    assert "window.vegaEmbed=" not in second["text/markdown"]
+    assert 'vegaEmbed("#vega-d", {' in second["text/markdown"]
+    for b in (first, second):
+        assert "<script src" not in b["text/markdown"] and "cdn.jsdelivr" not in b["text/markdown"]
+        assert "<table" not in b["text/markdown"]  # Quarto would try to parse it as a table
+
+
+def test_wide_charts_are_scaled_to_the_pdf_text_width(tmp_path, monkeypatch):
+    monkeypatch.delenv("QUARTO_EXECUTE_INFO", raising=False)
+    df = pd.DataFrame([(t, f"condition {c}", 0.5, 0.4, 0.6) for t in "ab" for c in range(8)],
+                      columns=["target", "condition", "estimate", "ci_low", "ci_high"])
+    fig = F.render(F.relation_heatmap(df), "wide", tmp_path)
+    width = float(re.search(r'<svg[^>]*width="([\d.]+)', fig.svg_path.read_text()).group(1))
+    assert width > F.TEXT_WIDTH_PX
+    m = re.fullmatch(r"!\[\]\((.+)\)\{width=(\d+)%\}", fig.markdown("typst"))
+    assert m and m.group(1).endswith("wide.svg") and m.group(2) == "100"

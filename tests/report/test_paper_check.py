@@ -214,10 +214,17 @@ def test_absent_outputs_are_stated_and_unresolved_references_fail(tmp_path):
     write_results(tmp_path, seed=3, optional=False, conditions=["sbert"])
     paper = paper_copy(tmp_path)
     qmd = paper / "_limitations.qmd"
-    qmd.write_text(qmd.read_text() + "\nAs @fig-nowhere shows, and [@nobody2099].\n")
+    qmd.write_text(qmd.read_text() + "\nAs @fig-nowhere shows, and [@nobody2099]."
+                   " Empty: `{python} ''`, nothing: `{python} Txt('')`.\n\n"
+                   "::: {#fig-wrapped}\n```{python}\nP.not_available()\n```\n\nCaption.\n:::\n")
     with pytest.raises(paper_check.PaperCheckError) as err:
         paper_check.check(paper, root=tmp_path)
     assert "@fig-nowhere" in str(err.value) and "@nobody2099" in str(err.value)
+    # the two patterns a real Quarto renders wrongly: a float div around a code cell, and an
+    # inline value that is empty text (Quarto prints the expression's source instead)
+    assert "figure/table div fig-wrapped wraps a code cell" in str(err.value)
+    assert "inline expression `{python} ''` renders as empty" in str(err.value)
+    assert "`{python} Txt('')`" not in str(err.value)  # renders as an empty span: fine
     assert "@fig-forest" not in str(err.value)  # defined even when its data is absent
     prose = (paper / "_check/index.md").read_text()
     assert "`results/stats/asymmetry.csv` is absent from this build" in prose
@@ -264,10 +271,69 @@ def test_provenance_from_lock(tmp_path, monkeypatch):
     assert untracked.stage is None
 
 
-def test_md_table_rounds_and_escapes():
-    df = pd.DataFrame({"a": ["x|y", "z"], "b": [0.12345, float("nan")], "n": [1, 2]})
-    assert paper_data.md_table(df).splitlines() == [
-        "| a | b | n |", "|:---|---:|---:|", "| x\\|y | 0.123 | 1 |", "| z |  | 2 |"]
+def test_md_table_rounds_escapes_and_spells_out_mappings():
+    df = pd.DataFrame({"a": ["x|y", "z"], "b": [0.12345, float("nan")], "n": [1, 2],
+                       "pooling": [{"mean": "mean pooling over tokens, normalized"}, None]})
+    lines = paper_data.md_table(df).splitlines()
+    assert lines[0] == "| a | b | n | pooling |"
+    assert re.fullmatch(r"\|:-+\|-+:\|-+:\|:-+\|", lines[1])  # text left, numbers right
+    assert lines[2:] == ["| x\\|y | 0.123 | 1 | mean: mean pooling over tokens, normalized |",
+                         "| z |  | 2 |  |"]
+    dashes = [len(c.strip(":")) for c in lines[1].strip("|").split("|")]
+    assert dashes[3] > 3 * dashes[2]  # the text column gets the room in a wide table
+    assert paper_data.cell_text({"a": 1, "b": [2, 3]}) == "a: 1; b: 2, 3"
+    assert paper_data.cell_text(np.array([1.5, 2.0])) == "1.500, 2.000"
+    with pytest.raises(ValueError, match="no rows"):
+        paper_data.table(df.iloc[0:0])
+
+
+def test_labels_for_readers():
+    L = paper_data.label
+    assert L("T1") == "T1 relation identity" and L("T1_ovr") == "T1 one-vs-rest"
+    assert L("__all__") == "all relations" and L("__all__", "T2_axis") == "all axes"
+    assert L("clip_text - sbert") == "CLIP text − SBERT"
+    assert L("sbert_random_s3") == "SBERT (random weights, seed 3)"
+    assert L("meta:Projective") == "Projective (meta-category)"
+    assert L("model:axis") == "axis model" and L("tau_a") == "Kendall τa"
+    # every task and condition name the pipeline writes (params.smoke.yaml runs them all) has
+    # a reader's label, without the pipeline's underscores
+    names = ["T1", "T1_control", "T1_control_ovr", "T1_ovr", "T2_axis", "T2_polarity", "T3",
+             "T3_holdout_random", "T3_holdout_zeroshot", "bow", "clip_concat", "clip_image",
+             "clip_image_random", "clip_interaction", "clip_random_concat",
+             "clip_random_interaction", "clip_random_zeroshot", "clip_text", "clip_text_random",
+             "clip_zeroshot", "sbert", "sbert_random", "spearman", "linear_cka"]
+    assert [n for n in names if "_" in L(n) or L(n) == n] == []
+
+
+def test_counts_in_words():
+    assert [paper_data.words(n) for n in (0, 4, 7, 13, 20, 21, 99, 100, 1234)] == [
+        "zero", "four", "seven", "thirteen", "twenty", "twenty-one", "ninety-nine", "100",
+        "1,234"]
+    assert paper_data.plural(7, "condition") == "seven conditions"
+    assert paper_data.plural(1, "condition") == "one condition"
+    assert [paper_data.times(n) for n in (1, 2, 5)] == ["once", "twice", "five times"]
+
+
+def test_empty_inline_value_renders_as_nothing_not_as_its_source():
+    empty = paper_data.Txt("")
+    assert empty._repr_markdown_() == paper_data.EMPTY_MARKDOWN == repr(empty)
+    assert (empty + "")._repr_markdown_() == paper_data.EMPTY_MARKDOWN
+    assert paper_data.Txt("x")._repr_markdown_() == "x"
+
+
+def test_captioned_float_is_whole_in_one_output(tmp_path, monkeypatch):
+    monkeypatch.delenv("QUARTO_EXECUTE_INFO", raising=False)
+    table = paper_data.table(pd.DataFrame({"a": [1]}))
+    md = paper_data.captioned("tbl-x", table, "A caption. Source: here.").markdown("typst")
+    assert md.startswith("::: {#tbl-x}\n\n| a |") and md.endswith("A caption. Source: here.\n\n:::\n")
+    bundle = paper_data.captioned("fig-y", paper_data.not_available(), "Cap.")._repr_mimebundle_()
+    assert "::: {#fig-y}" in bundle["text/markdown"] and "*Not available" in bundle["text/markdown"]
+    with pytest.raises(ValueError, match="caption"):
+        paper_data.captioned("fig-z", table, " ")
+    with pytest.raises(ValueError, match="label"):
+        paper_data.captioned("figure-z", table, "Cap.")
+    with pytest.raises(ValueError, match="no content"):
+        paper_data.captioned("fig-z", paper_data.Txt(""), "Cap.").markdown()
 
 
 def test_adjacent_inline_expressions_are_caught():
