@@ -313,7 +313,7 @@ def pooling_text(condition: str, pooling: Any) -> str:
     if not isinstance(pooling, dict):
         return cell_text(pooling)
     try:
-        from analysis.store import primary_view
+        from analysis.common.store import primary_view
         view = primary_view(condition)
     except (ImportError, KeyError):
         view = None
@@ -707,7 +707,7 @@ class Captioned:
         return f"::: {{#{self.label}}}\n\n{body}\n\n{self.caption}\n\n:::\n"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from analysis.figures import output_format
+        from analysis.report.figures import output_format
 
         fmt = output_format()
         bundle = {"text/plain": f"<{self.label}>", "text/markdown": self.markdown(fmt)}

@@ -27,7 +27,7 @@ REQUIRE_ENV = "SPATIAL_REQUIRE_QUARTO"
 SOURCES = sorted((ROOT / "paper").glob("*.qmd"))
 # what must never reach a reader: inline-code source, unresolved references, Python reprs
 LEAKS = ("{python}", "?@", "??", "{'", "dict(", "array(", "Txt(", "<IPython")
-# pipeline names that have reader labels (analysis.paper_data.LABELS); code spans such as file
+# pipeline names that have reader labels (analysis.report.paper_data.LABELS); code spans such as file
 # paths and stage names (`embed@sbert_random`) may still hold them
 RAW_NAMES = re.compile(r"(?<![\w@/.`-])(__all__|T1_ovr|T1_control(?:_ovr)?|T2_axis|T2_polarity|"
                        r"T3_holdout_\w+|sbert_random|clip_text_random|clip_image_random|"
@@ -265,7 +265,7 @@ def test_html_loads_nothing_from_the_network(smoke_paper):
 
 
 def test_labels_and_counts_are_for_readers(smoke_paper):
-    from analysis.paper_data import words
+    from analysis.report.paper_data import words
 
     smoke_workspace = smoke_paper.paper.parent
     soup = smoke_paper.soup
