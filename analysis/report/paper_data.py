@@ -96,6 +96,8 @@ LABELS = {
     "spearman": "Spearman ρ",
     "tau_a": "Kendall τa",
     "linear_cka": "linear CKA",
+    "linear_cka_debiased": "linear CKA (debiased)",
+    "linear_cka_biased": "linear CKA (plug-in)",
     "axis": "axis model",
     "polarity": "polarity model",
     "meta_category": "meta-category model",
@@ -420,6 +422,20 @@ def stage_params(stage: str) -> dict[str, Any]:
         return {}
     params = yaml.safe_load(path.read_text()) or {}
     return {k: params[k] for k in (stage, "conditions") if k in params}
+
+
+def params_section(name: str) -> dict[str, Any]:
+    """A params section as the outputs were made with it: from whichever dvc.lock stage
+    recorded it (e.g. ``models`` from an ``embed@...`` stage), else from params.yaml; {} when
+    neither has it."""
+    for entry in _lock(repo_root()).values():
+        for values in (entry.get("params") or {}).values():
+            if name in values:
+                return values[name] or {}
+    path = repo_root() / "params.yaml"
+    if not path.exists():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get(name) or {}
 
 
 def absent(rel: str, what: str) -> Txt:

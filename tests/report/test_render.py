@@ -32,7 +32,7 @@ LEAKS = ("{python}", "?@", "??", "{'", "dict(", "array(", "Txt(", "<IPython")
 RAW_NAMES = re.compile(r"(?<![\w@/.`-])(__all__|T1_ovr|T1_control(?:_ovr)?|T2_axis|T2_polarity|"
                        r"T3_holdout_\w+|sbert_random|clip_text_random|clip_image_random|"
                        r"clip_concat|clip_text|clip_image|clip_interaction|clip_zeroshot|"
-                       r"clip_random_\w+|linear_cka|tau_a|meta_category)(?![\w/-])")
+                       r"clip_random_\w+|linear_cka\w*|tau_a|meta_category)(?![\w/-])")
 A4_MARGIN_PT = 2 / 2.54 * 72  # paper/_quarto.yml: typst margin 2cm
 
 
