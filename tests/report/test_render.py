@@ -363,7 +363,7 @@ def test_every_optional_value_empty_renders_as_nothing(tmp_path):
     a sentence of inline values that are all empty: nothing leaks, every figure and table
     is still numbered and captioned, and the absent analyses are said to be absent."""
     need_quarto()
-    from tests.test_paper import paper_copy, write_results
+    from tests.report.test_paper_check import paper_copy, write_results
 
     write_results(tmp_path, seed=11, optional=False, conditions=["sbert"])
     paper = paper_copy(tmp_path)
