@@ -20,17 +20,20 @@ def caption_groups(table: pd.DataFrame) -> np.ndarray:
 def image_caption_groups(table: pd.DataFrame) -> np.ndarray:
     """Group = connected component of rows linked by a shared image or a shared caption, so no
     image and no caption is on both sides of a split (image conditions)."""
-    n = len(table)
-    img = pd.factorize(table["image"].astype(str))[0]
-    cap = pd.factorize(table["caption"].astype(str))[0]
-    # bipartite graph: rows 0..n-1, images n.., captions n+n_img..
-    n_img = img.max() + 1
+    labels = _linked(table["image"].astype(str), table["caption"].astype(str))
+    return np.array([f"ic:{c}" for c in labels], dtype=object)
+
+
+def _linked(first: pd.Series | np.ndarray, second: pd.Series | np.ndarray) -> np.ndarray:
+    """Connected component of each row in the graph linking rows that share a value of
+    ``first`` or of ``second`` (bipartite: rows 0..n-1, then first's values, then second's)."""
+    a = pd.factorize(pd.Series(first, dtype=object))[0]
+    b = pd.factorize(pd.Series(second, dtype=object))[0]
+    n, n_a = len(a), a.max() + 1
     rows = np.r_[np.arange(n), np.arange(n)]
-    cols = np.r_[n + img, n + n_img + cap]
-    size = n + n_img + cap.max() + 1
-    graph = coo_matrix((np.ones(2 * n), (rows, cols)), shape=(size, size))
-    _, labels = connected_components(graph, directed=False)
-    return np.array([f"ic:{c}" for c in labels[:n]], dtype=object)
+    cols = np.r_[n + a, n + n_a + b]
+    graph = coo_matrix((np.ones(2 * n), (rows, cols)), shape=(n + n_a + b.max() + 1,) * 2)
+    return connected_components(graph, directed=False)[1][:n]
 
 
 def noun_pair_groups(table: pd.DataFrame) -> tuple[np.ndarray, int]:
@@ -120,15 +123,8 @@ def noun_pair_caption_groups(table: pd.DataFrame) -> np.ndarray:
     if n == 0:
         return np.array([], dtype=object)
     pairs, _ = noun_pair_groups(table)
-    pair = pd.factorize(pd.Series(pairs, dtype=object))[0]
-    cap = pd.factorize(table["caption"].astype(str))[0]
-    n_pair = pair.max() + 1
-    rows = np.r_[np.arange(n), np.arange(n)]
-    cols = np.r_[n + pair, n + n_pair + cap]
-    size = n + n_pair + cap.max() + 1
-    graph = coo_matrix((np.ones(2 * n), (rows, cols)), shape=(size, size))
-    _, labels = connected_components(graph, directed=False)
-    return np.array([f"npc:{c}" for c in pd.factorize(labels[:n])[0]], dtype=object)
+    labels = _linked(pairs, table["caption"].astype(str))
+    return np.array([f"npc:{c}" for c in pd.factorize(labels)[0]], dtype=object)
 
 
 def row_nouns(table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
