@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # stage commands (`python -m analysis ...`) run inside the project's environment
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test smoke bench paper paper-check reproduce verify clean-smoke
+.PHONY: setup run test smoke bench paper paper-check publish reproduce verify clean-smoke
 
 setup: $(STAMP)
 
@@ -69,6 +69,9 @@ else
 	@echo "quarto not on PATH: executing the manuscript's code cells instead (paper/_check/)"
 	$(BIN)/python -m analysis paper_check
 endif
+
+publish: paper  ## the rendered paper + CITATION.cff, .zenodo.json, LICENSE in dist/paper-<version>/ (a release)
+	$(BIN)/python -m analysis publish
 
 paper-check: setup  ## execute every code cell of the manuscript against results/ (no Quarto needed)
 	$(BIN)/python -m analysis paper_check

@@ -42,6 +42,8 @@ STAGES: tuple[Stage, ...] = (
           "execute the manuscript's code cells (where Quarto is absent)", dvc=False),
     Stage("verify", "analysis.reproduce.verify",
           "reviewer: recompute cheap stages and diff against pulled outputs", dvc=False),
+    Stage("publish", "analysis.report.publish",
+          "the rendered paper and citation metadata as a folder for a host or an archive", dvc=False),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
