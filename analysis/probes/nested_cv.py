@@ -16,6 +16,7 @@ from tqdm import tqdm
 from analysis.common.store import OOF_COLUMNS
 from analysis.inference.resampling import min_attainable_p, permutation_pvalue
 from analysis.probes.engine import BatchFit, balanced_weights, fit_batch
+from analysis.probes.features import fold_scale
 from analysis.probes.metrics import auprc, chance_f1, macro_f1
 from analysis.probes.settings import EngineSettings, SuiteSettings
 from analysis.probes.tasks import Problem, block_null_problems, word_null_problems
@@ -23,20 +24,43 @@ from analysis.probes.tasks import Problem, block_null_problems, word_null_proble
 
 def engine_options(e: EngineSettings) -> dict:
     """Keyword arguments of `fit_batch` for outer fits, with ``inner`` (looser: C selection
-    only needs the ranking of C values) for the inner-CV fits."""
-    base = {"tol": float(e.tol), "max_iter": int(e.max_iter), "max_cg": int(e.max_cg),
-            "device": e.device, "dtype": getattr(torch, e.dtype)}
-    return {**base, "inner": {**base, "tol": float(e.inner_tol), "warn": False,
-                              "max_iter": int(e.inner_max_iter)}}
+    only needs the predictions at each C, not the last digits of the optimum) for the
+    inner-CV fits. Both stop on the gradient AND the relative Newton-decrement test."""
+    base = {"tol": float(e.tol), "rtol": float(e.rtol), "max_iter": int(e.max_iter),
+            "max_cg": int(e.max_cg), "device": e.device, "dtype": getattr(torch, e.dtype)}
+    return {**base, "inner": {**base, "tol": float(e.inner_tol), "rtol": float(e.inner_rtol),
+                              "warn": False, "max_iter": int(e.inner_max_iter)}}
+
+
+TIE = 1e-12  # inner scores this close are equal (floating-point noise of the fold means)
+
+
+def _best(scores: np.ndarray) -> np.ndarray:
+    """Per row, the first (smallest-C) column whose score is within ``TIE`` of the row's
+    maximum: grid search's argmax over an ascending grid, robust to summation noise."""
+    top = scores.max(1, keepdims=True)
+    return np.argmax(scores >= top - TIE, axis=1)
 
 
 def _select_C(block: list[Problem], X: np.ndarray, Cs: list[float], M: int, eng: dict,
-              patience: int | None = 2) -> dict:
+              patience: int | None = 2, occurs: np.ndarray | None = None, min_df: int = 1) -> dict:
     """Inner CV: every (problem, outer fold, inner split) as a column, solved along the C grid
-    (ascending, warm-started); returns {(problem index, fold index): chosen C} maximizing the
-    mean inner macro F1 (ties -> the smaller C). A (problem, fold) leaves the path once its
-    score has not improved for ``patience`` grid steps (the costly large-C fits are often
-    not needed)."""
+    (ascending, each fit warm-started from the previous C's and run to the inner tolerance,
+    whose relative test makes the fits at large C reach their own optimum); returns
+    {(problem index, fold index): chosen C}, the C maximizing the mean inner macro F1 over the
+    inner splits, as ``LogisticRegressionCV(Cs, cv=<the inner splits>, scoring="f1_macro",
+    class_weight="balanced")`` (balanced weights per inner training set; they equal
+    LogisticRegressionCV's, which are computed once on the outer training rows, whenever the
+    inner splits are exactly stratified). Ties (means within ``TIE``) go to the smallest C, as
+    the argmax over the ascending grid does there.
+
+    ``patience`` (a speed setting; None = the whole grid): a (problem, fold) leaves the path
+    once its best score was last improved (strictly, by more than ``TIE``) ``patience`` grid
+    steps ago; its choice is then the best C among those it was scored on, which is the grid
+    search's choice unless a later, larger C would have scored higher still.
+
+    Every inner fit standardizes (and, with ``occurs``, picks its bag-of-words vocabulary) on
+    its own inner training rows (`features.fold_scale`)."""
     cols = [(p, f, i) for p, prob in enumerate(block) for f, fold in enumerate(prob.folds)
             for i in range(len(fold.inner))]
     n = X.shape[0]
@@ -50,6 +74,7 @@ def _select_C(block: list[Problem], X: np.ndarray, Cs: list[float], M: int, eng:
         mask[prob.rows[tr], k] = True
         test_of.append(prob.rows[te])
     W = balanced_weights(Y, mask, n_classes=M if M > 2 else 2)
+    S = fold_scale(X, mask, occurs, min_df)
     group = pd.factorize(pd.Series([f"{p}/{f}" for p, f, _ in cols]))[0]
     n_groups = group.max() + 1
     scores = np.full((n_groups, len(Cs)), -np.inf)
@@ -58,7 +83,8 @@ def _select_C(block: list[Problem], X: np.ndarray, Cs: list[float], M: int, eng:
     for c, C in enumerate(Cs):
         idx = np.flatnonzero(live)
         init = None if fit is None else _subset(fit, np.isin(prev, idx))
-        fit = fit_batch(X, Y[:, idx], C, W[:, idx], n_classes=M, init=init, **eng["inner"])
+        fit = fit_batch(X, Y[:, idx], C, W[:, idx], n_classes=M, init=init, scale=S[idx],
+                        **eng["inner"])
         prev = idx
         pred = fit.predict(X)
         inner = np.zeros(len(idx))
@@ -68,26 +94,25 @@ def _select_C(block: list[Problem], X: np.ndarray, Cs: list[float], M: int, eng:
         g = group[idx]
         ug = np.unique(g)
         scores[ug, c] = np.bincount(g, inner, n_groups)[ug] / np.bincount(g, minlength=n_groups)[ug]
-        best = scores.argmax(1)
-        done = best <= c - (patience if patience else len(Cs))
+        done = _best(scores) <= c - (patience if patience else len(Cs))
         live = ~done[group]
         if not live.any():
             break
-    chosen = {}
-    for k, (p, f, _) in enumerate(cols):
-        chosen[(p, f)] = Cs[int(scores[group[k]].argmax())]
-    return chosen
+    best = _best(scores)
+    return {(p, f): Cs[int(best[group[k]])] for k, (p, f, _) in enumerate(cols)}
 
 
 def _subset(fit, keep: np.ndarray):
     """The fitted probes ``keep`` (bool over columns), for warm starts."""
     return BatchFit(fit.coef[keep], fit.intercept[keep], fit.objective[keep], fit.n_iter[keep],
-                    fit.converged[keep], fit.n_classes)
+                    fit.converged[keep], fit.n_classes,
+                    None if fit.scale is None else fit.scale[keep])
 
 
 def _outer(block: list[Problem], X: np.ndarray, chosen: dict, M: int, eng: dict,
-           labels: list[np.ndarray] | None = None):
-    """Outer fits at the chosen C; yields (problem index, fold index, test rows, predictions,
+           occurs: np.ndarray | None = None, min_df: int = 1):
+    """Outer fits at the chosen C, standardized (and the bag-of-words vocabulary chosen) on
+    each fold's training rows; yields (problem index, fold index, test rows, predictions,
     probabilities (n_test,) or (n_test, M), chosen C, whether the fit reached the tolerance)."""
     cols = [(p, f) for p, prob in enumerate(block) for f in range(len(prob.folds))]
     n = X.shape[0]
@@ -95,11 +120,12 @@ def _outer(block: list[Problem], X: np.ndarray, chosen: dict, M: int, eng: dict,
     mask = np.zeros((n, len(cols)), dtype=bool)
     for k, (p, f) in enumerate(cols):
         prob = block[p]
-        Y[prob.rows, k] = prob.y if labels is None else labels[p]
+        Y[prob.rows, k] = prob.y
         mask[prob.rows[prob.folds[f].train], k] = True
     W = balanced_weights(Y, mask, n_classes=M if M > 2 else 2)
     C = np.array([chosen[c] for c in cols])
-    fit = fit_batch(X, Y, C, W, n_classes=M, **_outer_eng(eng))
+    fit = fit_batch(X, Y, C, W, n_classes=M, scale=fold_scale(X, mask, occurs, min_df),
+                    **_outer_eng(eng))
     proba = fit.predict_proba(X)
     for k, (p, f) in enumerate(cols):
         te = block[p].rows[block[p].folds[f].test]
@@ -155,21 +181,25 @@ def _score_rows(prob: Problem, condition: str, layer: int, oof: pd.DataFrame,
 def run_problems(X: np.ndarray, problems: list[Problem], table_row_ids: np.ndarray,
                  condition: str, layer: int, cfg: SuiteSettings, eng: dict, desc: str = "",
                  permute: list[str] | None = None, progress: bool = True,
+                 occurs: np.ndarray | None = None, min_df: int = 1,
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Nested CV for every problem on the features ``X`` (rows aligned with the table):
-    returns OOF predictions, tidy scores and permutation null scores."""
+    returns OOF predictions, tidy scores and permutation null scores. Each fit standardizes
+    on its own training rows; ``occurs``/``min_df`` (bag of words, `features.bow_features`)
+    restrict each fit to the n-grams in ``min_df`` of its training rows."""
     Cs = cfg.C_grid.values()  # ascending: the warm-start path
     oofs, scores, nulls = [], [], []
     for block in tqdm(_blocks(problems), desc=desc or condition, leave=False, mininterval=5,
                       disable=not progress):
         rows = block[0].rows
         Xb = X[rows]
+        vocab = {"occurs": None if occurs is None else occurs[rows], "min_df": min_df}
         local = [replace(p, rows=np.arange(len(rows))) for p in block]
         M = block[0].n_classes
-        chosen = _select_C(local, Xb, Cs, M, eng, cfg.C_patience)
+        chosen = _select_C(local, Xb, Cs, M, eng, cfg.C_patience, **vocab)
         per: dict[int, list] = {p: [] for p in range(len(block))}
         unconverged = np.zeros(len(block), dtype=int)
-        for p, f, te, pred, pr, C, ok in _outer(local, Xb, chosen, M, eng):
+        for p, f, te, pred, pr, C, ok in _outer(local, Xb, chosen, M, eng, **vocab):
             per[p].append((f, te, pred, pr, C))
             unconverged[p] += not ok
         for p, prob in enumerate(block):
@@ -204,7 +234,7 @@ def run_problems(X: np.ndarray, problems: list[Problem], table_row_ids: np.ndarr
                                           for pat in permute):
                 obs = rows_scores[0]["estimate"]  # the printed statistic: mean over all repeats
                 null, exact, scheme = null_distribution(X, prob, table_row_ids, condition, layer,
-                                                        cfg, eng)
+                                                        cfg, eng, occurs, min_df)
                 rows_scores[0]["p_value"] = permutation_pvalue(obs, null, exact)
                 rows_scores[0]["null_scheme"] = scheme
                 rows_scores[0]["null_size"] = int(len(null))
@@ -243,7 +273,8 @@ def derived_ovr(prob: Problem, oof: pd.DataFrame, outer: list, condition: str,
 
 
 def null_distribution(X: np.ndarray, prob: Problem, table_row_ids: np.ndarray, condition: str,
-                      layer: int, cfg: SuiteSettings, eng: dict) -> tuple[np.ndarray, bool, str]:
+                      layer: int, cfg: SuiteSettings, eng: dict, occurs: np.ndarray | None = None,
+                      min_df: int = 1) -> tuple[np.ndarray, bool, str]:
     """The probe's macro F1 (mean over all its repeats, C chosen by the same inner CV) under
     the null that breaks what its test claims: for a held-out-word problem, the words dealt
     anew into classes (`tasks.word_null_problems`, exhaustive where there are few); otherwise
@@ -261,7 +292,8 @@ def null_distribution(X: np.ndarray, prob: Problem, table_row_ids: np.ndarray, c
     values = []
     for lo in range(0, len(probs), chunk):
         part = [replace(p, target=f"{p.target}#null{lo + k}") for k, p in enumerate(probs[lo:lo + chunk])]
-        _, sc, _ = run_problems(X, part, table_row_ids, condition, layer, cfg, eng, progress=False)
+        _, sc, _ = run_problems(X, part, table_row_ids, condition, layer, cfg, eng,
+                                progress=False, occurs=occurs, min_df=min_df)
         f1 = sc[sc["metric"] == "macro_f1"].set_index("target")["estimate"]
         values += [float(f1[p.target]) for p in part]
     return np.asarray(values), exact, scheme

@@ -4,8 +4,9 @@ words, random-weight encoders, CLIP zero-shot), control tasks, permutation nulls
 probes. Writes out-of-fold predictions (``oof/{task}.parquet``, the contract in ARCHITECTURE.md)
 and point-estimate scores (``scores.csv``); the `stats` stage adds CIs and paired tests.
 
-Features are standardized with the mean and sd of the rows a probe may train on (all rows of
-the split for CV: an unsupervised, label-free transform; the training split for train->test).
+Every fit (inner and outer) standardizes its features with the mean and sd of its own training
+rows, and the bag-of-words probes keep the n-grams in ``bow.min_df`` of their training rows
+(`features.fold_scale`; the global standardization here only conditions the solver).
 Settings: `analysis/probes/settings.py`; tasks and folds: `tasks.py`, `folds.py`; the nested CV
 and the solver: `nested_cv.py`, `engine.py`. This module loads (`SuiteData`), orchestrates
 (`run_suite`) and writes (`main`).
@@ -92,21 +93,27 @@ def _view(cfg: SuiteSettings, condition: str) -> str | None:
 
 def probe_text(c: Collected, feats: dict[str, np.ndarray], t1: list[Problem], t2: list[Problem],
                t3: list[Problem], t3_idx: np.ndarray, row_ids: np.ndarray, t3_ids: np.ndarray,
-               cfg: SuiteSettings, eng: dict, permute: list[str]) -> None:
-    """T1, T2 and caption-only T3 on every text feature set (the conditions and bag of words);
-    the control task only for `t1.control_conditions`, caption-only T3 only for
-    `t3.text_conditions` and bag of words."""
+               cfg: SuiteSettings, eng: dict, permute: list[str],
+               bow_occurs: np.ndarray | None = None) -> None:
+    """T1, T2 and caption-only T3 on every text feature set (the conditions and bag of words,
+    whose n-gram occurrences ``bow_occurs`` choose each fit's vocabulary); the control task
+    only for `t1.control_conditions`, caption-only T3 only for `t3.text_conditions` and bag
+    of words."""
     t3_text = cfg.t3.text_conditions
     ctl = cfg.t1.control_conditions
     for cond, X in feats.items():
         t1_c = t1 if ctl is None or cond in ctl else [p for p in t1 if not p.task.startswith("T1_control")]
         t3_c = t3 if t3_text is None or cond in t3_text or cond == "bow" else []
-        for name, probs, Xc, ids in (("T1", t1_c, X, row_ids), ("T2", t2, X, row_ids),
-                                     ("T3", t3_c, X[t3_idx], t3_ids)):
+        occ = bow_occurs if cond == "bow" else None
+        for name, probs, rows, ids in (("T1", t1_c, slice(None), row_ids),
+                                       ("T2", t2, slice(None), row_ids),
+                                       ("T3", t3_c, t3_idx, t3_ids)):
             if not probs:
                 continue
             start = time.perf_counter()
-            c.add(run_problems(Xc, probs, ids, cond, -1, cfg, eng, f"{cond} {name}", permute))
+            vocab = {"occurs": None if occ is None else occ[rows], "min_df": cfg.bow.min_df}
+            c.add(run_problems(X[rows], probs, ids, cond, -1, cfg, eng, f"{cond} {name}", permute,
+                               **vocab))
             log.info("%s: %s in %.0fs", cond, name, c.time(f"{cond}:{name}", start))
 
 
@@ -251,8 +258,10 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
             raise ValueError(f"text condition {cond} lacks {int((~covered).sum())} rows of "
                              f"{variant}/{split}, e.g. {row_ids[~covered][:3].tolist()}")
         feats[cond] = standardize(X)
+    bow_occurs = None
     if cfg.bow.enabled:
-        feats["bow"] = standardize(bow_features(table["caption"].tolist(), cfg.bow.min_df))
+        counts, bow_occurs = bow_features(table["caption"].tolist(), cfg.bow.min_df)
+        feats["bow"] = standardize(counts)
 
     t1 = t1_problems(table, cfg.t1, cv, ovr=cfg.t1.ovr)
     if cfg.t1.control:
@@ -278,7 +287,7 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
         report["t3_grouping"] = t3[0].info
 
     c = Collected()
-    probe_text(c, feats, t1, t2, t3, t3_idx, row_ids, t3_ids, cfg, eng, permute)
+    probe_text(c, feats, t1, t2, t3, t3_idx, row_ids, t3_ids, cfg, eng, permute, bow_occurs)
     probe_pairs(c, pairs, pair_feats, t3, t3_idx, t3_ids, cfg, eng, permute)
     probe_holdout(c, data, cfg, eng, text, pairs)
     report["layerwise"] = probe_layers(c, data, cfg, eng, table, text, pairs, pair_feats,

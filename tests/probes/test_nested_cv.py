@@ -20,15 +20,30 @@ CV = CVSettings(n_splits=3, n_repeats=1, inner_splits=2, seed=0)
 
 
 def _blobs(seed, n=150, d=6):
+    """Two classes apart along feature 0; features on scales from 0.1 to 30 and off-centre,
+    so a fit on unstandardized (or globally standardized) features differs from one
+    standardized on its training rows."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, size=n)
     X = rng.normal(size=(n, d))
     X[:, 0] += 1.2 * y
+    X = X * np.geomspace(0.1, 30, d) + 5.0
     groups = np.array([f"g{i}" for i in rng.integers(0, 50, size=n)])
     return X.astype(np.float32), y, groups
 
 
+def _sk_pipe(C, tol=1e-10):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced",
+                                                              tol=tol, max_iter=10_000))
+
+
 def test_outer_predictions_equal_sklearn_refit_at_the_chosen_C():
+    """Each outer fit and each inner fit standardizes on its own training rows: predictions
+    equal ``Pipeline([StandardScaler(), LogisticRegression()])`` refitted on the fold (the
+    unscaled fit differs by up to 0.19 in probability here)."""
     X, y, groups = _blobs(0)
     folds = nested_cv(y, groups, n_splits=3, n_repeats=1, inner_splits=2, seed=0)
     prob = Problem("T", "t", np.arange(len(y)), y, groups, 2, folds)
@@ -40,14 +55,12 @@ def test_outer_predictions_equal_sklearn_refit_at_the_chosen_C():
     for fold in folds:
         part = oof.set_index("row_id").loc[[f"r{i}" for i in fold.test]]
         C = part["C"].iloc[0]
-        sk = LogisticRegression(C=C, class_weight="balanced", tol=1e-10, max_iter=10_000)
-        sk.fit(X[fold.train], y[fold.train])
+        sk = _sk_pipe(C).fit(X[fold.train], y[fold.train])
         np.testing.assert_allclose(part["score"], sk.predict_proba(X[fold.test])[:, 1], atol=1e-4)
         # the chosen C is the inner-CV argmax, recomputed with sklearn
         grid = np.logspace(-3, 1, 5)
-        inner = [np.mean([f1_score(y[te], LogisticRegression(C=c, class_weight="balanced",
-                                                             tol=1e-10, max_iter=10_000)
-                                   .fit(X[tr], y[tr]).predict(X[te]), average="macro")
+        inner = [np.mean([f1_score(y[te], _sk_pipe(c).fit(X[tr], y[tr]).predict(X[te]),
+                                   average="macro")
                           for tr, te in fold.inner]) for c in grid]
         assert C == pytest.approx(grid[int(np.argmax(inner))])
     f1 = scores.set_index("metric").loc["macro_f1", "estimate"]
@@ -128,3 +141,114 @@ def test_group_null_p_values_are_uniform_without_signal():
     ps = np.array(ps)
     assert stats.kstest(ps, "uniform").pvalue > 0.01
     assert np.mean(ps <= 0.1) <= 0.1 + 3 * np.sqrt(0.09 / len(ps))
+
+
+# -- C selection over the suite's whole grid (1e-4 ... 1e4) against LogisticRegressionCV ---------
+
+
+def _lowvar(seed, n, noise, classes):
+    """Labels carried by a low-variance direction of standardized features (x0 - x1 = 0.1 u),
+    so the best C is large; noise 0 is separable. Class sizes are multiples of 6, so the
+    outer (3) and inner (2) splits are exactly stratified and the balanced weights of each
+    inner training set equal LogisticRegressionCV's (computed on the outer training rows)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n // classes)
+    u = y + (noise * rng.normal(size=n) if noise else 0.0) + 0.2 * rng.normal(size=n)
+    g = rng.normal(size=n)
+    X = rng.normal(size=(n, 6))
+    X[:, 0], X[:, 1] = g + 0.05 * u, g - 0.05 * u
+    return ((X - X.mean(0)) / X.std(0)), y
+
+
+def _macro_f1(estimator, X, y):
+    return f1_score(y, estimator.predict(X), average="macro")
+
+
+def _sk_grid_search(X, y, grid, inner, tol=1e-10):
+    """sklearn's grid search for C on ``inner`` (positions into X), standardizing on each
+    training set: ``GridSearchCV(Pipeline([StandardScaler(), LogisticRegression()]))``, its
+    ties to the first (smallest) C, as LogisticRegressionCV's argmax."""
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", tol=tol,
+                                                              max_iter=100_000))
+    gs = GridSearchCV(pipe, {"logisticregression__C": grid}, cv=inner, scoring=_macro_f1)
+    return gs.fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("classes,noise", [(2, 0.0), (2, 0.6), (3, 0.0), (3, 0.6)])
+def test_selected_C_is_sklearns_grid_search_on_the_same_folds(classes, noise):
+    """On the suite's grid with the study's engine settings (params.yaml, float32, warm
+    starts, inner tolerances): the C chosen per outer fold is sklearn's grid search
+    (standardize on each inner training set, balanced logistic regression, mean inner macro
+    F1) on the same inner splits, for a separable and a non-separable problem, binary and
+    multinomial. The gradient-only stopping rule left warm-started fits at C >= 10 where the
+    previous C had put them (all four cases failed)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from analysis.probes.folds import Fold
+    from analysis.probes.nested_cv import _select_C
+    from tests.probes.test_engine import study_engine
+
+    X, y = _lowvar(classes, 360, noise, classes)
+    grid = list(np.logspace(-4, 4, 9))
+    folds = []
+    outer = StratifiedKFold(3, shuffle=True, random_state=0)
+    for f, (tr, te) in enumerate(outer.split(X, y)):
+        inner = [(tr[a], tr[b]) for a, b in
+                 StratifiedKFold(2, shuffle=True, random_state=f).split(X[tr], y[tr])]
+        folds.append(Fold(0, f, tr, te, inner))
+    prob = Problem("T", "t", np.arange(len(y)), y, np.arange(len(y)).astype(str), classes, folds)
+    chosen = _select_C([prob], X.astype(np.float32), grid, classes, study_engine(), patience=None)
+    picked = []
+    for f, fold in enumerate(folds):
+        pos = {row: i for i, row in enumerate(fold.train)}
+        cv = [(np.array([pos[r] for r in a]), np.array([pos[r] for r in b])) for a, b in fold.inner]
+        gs = _sk_grid_search(X[fold.train], y[fold.train], grid, cv)
+        assert chosen[(0, f)] == pytest.approx(gs.best_params_["logisticregression__C"]), f
+        picked.append(chosen[(0, f)])
+    assert max(picked) >= 10  # the problem needs large C: the test would catch the old rule
+
+
+def test_bag_of_words_probe_is_sklearns_pipeline_fitted_on_the_training_captions():
+    """Bag of words: each outer fit's predictions equal ``CountVectorizer(min_df=2)`` (the
+    vocabulary of its training captions only), ``StandardScaler`` and the balanced logistic
+    regression, refitted on the fold at its chosen C (vocabulary and scale from all rows, as
+    the old code had them, differ by up to 0.012 in probability here)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from analysis.probes.features import bow_features, standardize
+
+    rng = np.random.default_rng(4)
+    nouns = [f"n{i}" for i in range(30)]
+    rels = ["above", "below", "left of", "right of", "near", "on"]
+    y = rng.integers(0, 2, size=150)
+    rel = [rels[rng.integers(0, 3) + 3 * (1 - t) if rng.random() < 0.8 else rng.integers(0, 6)]
+           for t in y]
+    caps = [f"the {rng.choice(nouns)} is {r} the {rng.choice(nouns)}" for r in rel]
+    counts, occurs = bow_features(caps, min_df=2)
+    groups = np.array([f"g{i}" for i in range(len(y))])
+    folds = nested_cv(y, groups, n_splits=3, n_repeats=1, inner_splits=2, seed=0)
+    prob = Problem("T", "t", np.arange(len(y)), y, groups, 2, folds)
+    cfg = suite_settings({"C_grid": {"min": 1e-3, "max": 1e1, "num": 5}, "engine": ENGINE,
+                          "C_patience": None})
+    ids = np.array([f"r{i}" for i in range(len(y))])
+    oof, _, _ = run_problems(standardize(counts), [prob], ids, "bow", -1, cfg,
+                             engine_options(cfg.engine), occurs=occurs, min_df=2)
+    caps = np.array(caps)
+    for fold in folds:
+        part = oof.set_index("row_id").loc[ids[fold.test]]
+        C = part["C"].iloc[0]
+        # with_mean=False: sparse counts; the intercept absorbs the mean
+        sk = make_pipeline(CountVectorizer(ngram_range=(1, 2), min_df=2),
+                           StandardScaler(with_mean=False),
+                           LogisticRegression(C=C, class_weight="balanced", tol=1e-10,
+                                              max_iter=10_000))
+        sk.fit(caps[fold.train], y[fold.train])
+        np.testing.assert_allclose(part["score"], sk.predict_proba(caps[fold.test])[:, 1],
+                                   atol=1e-4)
