@@ -33,11 +33,14 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from analysis.common.io import load_yaml  # noqa: E402
 from analysis.probes.engine import BatchFit, balanced_weights, fit_batch, objective  # noqa: E402
 
 LADDER = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10]
 REL_GAP = 1e-6
-ENGINE_TOL = 1e-4  # the engine's gradient test, as params.yaml's probe_suite.engine.tol
+# the engine's relative-gap ladder, in half decades (its gradient test and CG budget are
+# params.yaml's probe_suite.engine tol and max_cg)
+ENGINE_LADDER = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 1e-7, 1e-8]
 REF_MAX_ITER = 500
 TARGET_RATIO = 5.0
 SUITE_TARGET_S = 15 * 60
@@ -69,17 +72,17 @@ def suite(args) -> int:
     from analysis.common import store
     from analysis.common.io import write_json, write_npy
     from analysis.common.params import validate
-    from analysis.probes.probe_suite import SuiteData, run_suite
-    from analysis.probes.settings import SuiteSettings
     from analysis.data.relations import load_meta_categories
     from analysis.data.vsr_format import normalize, read_split
+    from analysis.probes.probe_suite import SuiteData, run_suite
+    from analysis.probes.settings import SuiteSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     root = Path(__file__).resolve().parents[1]
     src = root.parent / "shared" / "vsr"
     if not (src / "random" / "train.jsonl").exists():
         src = root / "tests" / "fixtures" / "vsr"
-    cfg = yaml.safe_load((root / args.params).read_text())["probe_suite"]
+    cfg = load_yaml((root / args.params).read_text())["probe_suite"]
     cfg["text_conditions"] = args.conditions
     meta, _ = load_meta_categories()
     rng = np.random.default_rng(0)
@@ -122,14 +125,14 @@ def suite(args) -> int:
     return 0 if total < SUITE_TARGET_S else 1
 
 
-def grid(params: str) -> list[float]:
-    """The suite's C grid (``probe_suite.C_grid`` of the params file)."""
+def suite_settings(params: str) -> tuple[list[float], dict]:
+    """The suite's C grid and engine settings (``probe_suite`` of the params file)."""
     import yaml
 
     from analysis.probes.settings import CGrid
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / params).read_text())
-    return CGrid(**cfg["probe_suite"]["C_grid"]).values()
+    cfg = load_yaml((Path(__file__).resolve().parents[1] / params).read_text())
+    return CGrid(**cfg["probe_suite"]["C_grid"]).values(), cfg["probe_suite"]["engine"]
 
 
 def main() -> int:
@@ -149,7 +152,8 @@ def main() -> int:
     if args.suite:
         return suite(args)
 
-    Cs = args.Cs or grid(args.params)
+    grid, eng = suite_settings(args.params)
+    Cs = args.Cs or grid
     X, Y1 = make_data(args.rows, args.dims, args.probes_per_C)
     Y = np.tile(Y1, (1, len(Cs)))
     C = np.repeat(Cs, Y1.shape[1])
@@ -169,13 +173,14 @@ def main() -> int:
         return (obj - fstar[k]) / np.abs(fstar[k])
 
     engine_time = engine_fit = None
-    for rtol in LADDER:
+    tol, max_cg = float(eng["tol"]), int(eng["max_cg"])
+    for rtol in ENGINE_LADDER:
         t0 = time.perf_counter()
-        fit = fit_batch(X, Y, C, W, tol=ENGINE_TOL, rtol=rtol, max_iter=200, device="cpu",
-                        warn=False)
+        fit = fit_batch(X, Y, C, W, tol=tol, rtol=rtol, max_iter=200, max_cg=max_cg,
+                        device="cpu", warn=False)
         dt = time.perf_counter() - t0
         g = gap(fit.objective)
-        print(f"engine tol={ENGINE_TOL:g} rtol={rtol:g}: {dt:.2f}s, worst relative gap "
+        print(f"engine tol={tol:g} rtol={rtol:g} max_cg={max_cg}: {dt:.2f}s, worst relative gap "
               f"{g.max():.2e}, Newton iters {fit.n_iter.min()}..{fit.n_iter.max()}, "
               f"{fit.converged.sum()}/{K} converged", flush=True)
         for c in Cs:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 
-import yaml
-
+from analysis.common.io import load_yaml
 from tests.conftest import ROOT
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$")
@@ -28,7 +27,7 @@ def pyproject_pins() -> tuple[dict[str, str], list[str]]:
 
 
 def environment_pins() -> dict[str, str]:
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    env = load_yaml((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     return pins(pip)
 

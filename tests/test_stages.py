@@ -10,9 +10,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
 from analysis import stages
+from analysis.common.io import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "analysis"
@@ -23,7 +23,7 @@ RESOURCES = {
 
 
 def dvc_stages() -> dict:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return load_yaml((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def module_file(name: str) -> Path | None:

@@ -1,4 +1,4 @@
-"""Small I/O helpers shared by stages: atomic writes, checksums, JSON."""
+"""Small I/O helpers shared by stages: atomic writes, checksums, JSON, YAML."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-
+import yaml
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -65,6 +66,31 @@ def replace_dir(final: str | Path, keep: Iterable[str] = ()) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-05`` (as DVC writes floats into
+    dvc.lock, and as users type them in params.yaml) is a float, not the string YAML 1.1 makes
+    of it, so we read a file the same way DVC does."""
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(source: str | Path) -> Any:
+    """A YAML document (a path, or the text itself) parsed with `Yaml12Loader`."""
+    text = Path(source).read_text() if isinstance(source, Path) else source
+    return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def write_json(path: str | Path, obj: Any) -> None:

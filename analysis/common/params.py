@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from analysis.common.errors import UserError
+from analysis.common.io import load_yaml
 
 DEFAULT_PARAMS = Path("params.yaml")
 CONDITION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -46,7 +47,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
         raise SettingsError(f"params file not found: {path}")
     try:
         with path.open() as fh:
-            data = yaml.safe_load(fh) or {}
+            data = load_yaml(fh.read()) or {}
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):

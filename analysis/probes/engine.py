@@ -365,7 +365,9 @@ def _solve(X, Y, W, C, n_classes, M, used, tol, rtol, max_iter, max_cg, init, sc
 
 def _newton_direction(prob, g, curv, active, max_cg):
     """Preconditioned CG on H p = -g, per probe, stopping at the forcing tolerance
-    ``min(0.5, sqrt(||g||)) ||g||`` (superlinear convergence) or after ``max_cg`` steps."""
+    ``min(0.5, sqrt(||g||)) ||g||`` (superlinear convergence) or after ``max_cg`` steps.
+    Each step's Hessian-vector products are computed for the probes still iterating only:
+    at large C a few ill-conditioned probes need many more steps than the rest."""
     Dinv = 1.0 / prob.hess_diag(curv, active).clamp_min(1e-30)
     gnorm = _dot(g, g).sqrt()
     eta = torch.minimum(torch.full_like(gnorm, 0.5), gnorm.sqrt())
@@ -374,25 +376,34 @@ def _newton_direction(prob, g, curv, active, max_cg):
     z = Dinv * r
     q = z.clone()
     rz = _dot(r, z)
-    cg_live = gnorm > 0
+    live = torch.nonzero(gnorm > 0).squeeze(1)  # positions into ``active``
     for _ in range(max_cg):
-        if not cg_live.any():
+        if live.numel() == 0:
             break
-        Hq = prob.hvp(curv, q, active)
-        qHq = _dot(q, Hq)
-        ok = cg_live & (qHq > 0)
-        alpha = torch.where(ok, rz / torch.where(ok, qHq, 1.0), 0.0)
-        p = p + alpha[None, :, None] * q
-        r = r - alpha[None, :, None] * Hq
-        cg_live = ok & (_dot(r, r).sqrt() > eta * gnorm)
-        if not cg_live.any():
+        ql = q[:, live]
+        Hq = prob.hvp(_curv_columns(curv, live), ql, active[live])
+        qHq = _dot(ql, Hq)
+        ok = qHq > 0
+        alpha = torch.where(ok, rz[live] / torch.where(ok, qHq, 1.0), 0.0)[None, :, None]
+        p[:, live] += alpha * ql
+        r[:, live] -= alpha * Hq
+        rl = r[:, live]
+        live = live[ok & (_dot(rl, rl).sqrt() > eta[live] * gnorm[live])]
+        if live.numel() == 0:
             break
-        z = Dinv * r
-        rz_new = _dot(r, z)
-        beta = torch.where(cg_live, rz_new / rz.clamp_min(1e-300), 0.0)
-        q = torch.where(cg_live[None, :, None], z + beta[None, :, None] * q, q)
-        rz = torch.where(cg_live, rz_new, rz)
+        zl = Dinv[:, live] * r[:, live]
+        rz_new = _dot(r[:, live], zl)
+        beta = (rz_new / rz[live].clamp_min(1e-300))[None, :, None]
+        q[:, live] = zl + beta * q[:, live]
+        rz[live] = rz_new
     return p
+
+
+def _curv_columns(curv, cols):
+    """The curvature state of `_Problem.grad_curv` for a subset of its probe columns."""
+    if isinstance(curv, tuple):
+        return tuple(c[:, cols] for c in curv)
+    return curv[:, cols]
 
 
 def _line_search(prob, theta, active, Z, f, p, slope):

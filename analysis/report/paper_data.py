@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-import yaml
+
+from analysis.common.io import load_yaml
 
 ROOT_ENV = "SPATIAL_PAPER_ROOT"  # set by tests / paper_check to read another copy of the layout
 
@@ -384,7 +385,7 @@ def _lock(root: Path) -> dict[str, Any]:
     path = root / "dvc.lock"
     if not path.exists():
         return {}
-    return (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    return (load_yaml(path.read_text()) or {}).get("stages", {})
 
 
 def lock_outputs() -> dict[str, tuple[str, str]]:
@@ -420,7 +421,7 @@ def stage_params(stage: str) -> dict[str, Any]:
     path = repo_root() / "params.yaml"
     if not path.exists():
         return {}
-    params = yaml.safe_load(path.read_text()) or {}
+    params = load_yaml(path.read_text()) or {}
     return {k: params[k] for k in (stage, "conditions") if k in params}
 
 
@@ -435,7 +436,7 @@ def params_section(name: str) -> dict[str, Any]:
     path = repo_root() / "params.yaml"
     if not path.exists():
         return {}
-    return (yaml.safe_load(path.read_text()) or {}).get(name) or {}
+    return (load_yaml(path.read_text()) or {}).get(name) or {}
 
 
 def absent(rel: str, what: str) -> Txt:

@@ -15,11 +15,9 @@ import logging
 import shutil
 from pathlib import Path
 
-import yaml
-
 from analysis import __version__
 from analysis.common.errors import UserError
-from analysis.common.io import replace_dir, sha256_file, write_json
+from analysis.common.io import load_yaml, replace_dir, sha256_file, write_json
 
 log = logging.getLogger("publish")
 
@@ -33,7 +31,7 @@ class PublishError(UserError):
 
 def check_metadata(root: Path) -> dict:
     """The citation files parse and agree on the title and version."""
-    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    cff = load_yaml((root / "CITATION.cff").read_text())
     zen = json.loads((root / ".zenodo.json").read_text())
     for key in ("cff-version", "title", "authors", "version", "license", "message"):
         if key not in cff:

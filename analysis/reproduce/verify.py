@@ -31,7 +31,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from analysis.common.io import load_yaml
 
 log = logging.getLogger("verify")
 
@@ -219,7 +220,7 @@ def recompute(stage: str, spec: dict, root: Path, work: Path, params: Path) -> N
 
 def verify(root: Path, stages: Iterable[str], params: Path, keep: Path | None = None,
            tolerances: dict[str, float] | None = None) -> list[Diff]:
-    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    dvc_yaml = load_yaml((root / "dvc.yaml").read_text())
     tol = {s: t for s, (t, _) in TOLERANCES.items()} | (tolerances or {})
     diffs: list[Diff] = []
     for stage in stages:
@@ -276,7 +277,7 @@ def check_status(root: Path, targets: Iterable[str] = ()) -> list[str]:
     if proc.returncode:
         return [f"dvc status failed: {proc.stderr.strip()}"]
     status = json.loads(proc.stdout or "{}")
-    ignorable = uncached_outputs(yaml.safe_load((root / "dvc.yaml").read_text()))
+    ignorable = uncached_outputs(load_yaml((root / "dvc.yaml").read_text()))
     return status_problems(status, ignorable)
 
 
@@ -343,7 +344,7 @@ def pull(root: Path, targets: Iterable[str] = (), remote: str | None = None) -> 
     if proc.returncode == 0:
         return []
     sys.stderr.write(proc.stderr)
-    lock = yaml.safe_load((root / "dvc.lock").read_text()) if (root / "dvc.lock").exists() else {}
+    lock = load_yaml((root / "dvc.lock").read_text()) if (root / "dvc.lock").exists() else {}
     missing = name_missing(FAILED_HASH.findall(proc.stderr + proc.stdout), lock,
                            _listing_reader(root, remote))
     return missing or ["(dvc pull failed; see its message above)"]

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from analysis.common import store
+from analysis.common.io import load_yaml
 from analysis.data import templates
 from analysis.data.relations import load_meta_categories
 from tests.conftest import write_fixture_split
@@ -68,7 +69,7 @@ def test_stage_on_fixture(tmp_path, monkeypatch):
     """End to end: relations with >= min_count rows in the fixture's random/train table."""
     monkeypatch.chdir(tmp_path)
     table = write_fixture_split("random", "train")
-    params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    params = load_yaml((ROOT / "params.smoke.yaml").read_text())
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
     assert templates.main(["--params", "p.yaml"]) == 0
     out = store.load_split("templates", "all")

@@ -15,11 +15,19 @@ import pytest
 import yaml
 
 from analysis.common import store
-from analysis.data import vsr
-from analysis.data import vsr_format
+from analysis.common.io import load_yaml
+from analysis.data import vsr, vsr_format
 from analysis.data.relations import META_DICT_PATH, load_meta_categories, parse_meta_dictionary
-from analysis.data.vsr_format import (ChecksumError, VSRDataError, normalize, parse_caption, parse_line,
-                                      read_split, relation_in_caption, validate_row)
+from analysis.data.vsr_format import (
+    ChecksumError,
+    VSRDataError,
+    normalize,
+    parse_caption,
+    parse_line,
+    read_split,
+    relation_in_caption,
+    validate_row,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = [(v, s) for v in ("random", "zeroshot") for s in ("train", "dev", "test")]
@@ -35,7 +43,7 @@ def sha(data: bytes) -> str:
 
 def smoke_params(tmp_path: Path, **data_overrides) -> Path:
     """params.smoke.yaml with absolute fixture paths and ``data`` overrides, written to tmp."""
-    params = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    params = load_yaml((ROOT / "params.smoke.yaml").read_text())
     params["data"]["mirror"] = str(ROOT / params["data"]["mirror"])
     params["data"].update(data_overrides)
     path = tmp_path / "params.yaml"
@@ -178,7 +186,7 @@ def test_main_on_fixture(tmp_path, monkeypatch, fixture_vsr):
     params = smoke_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     report = run_stage(params)
-    pins = yaml.safe_load(params.read_text())["data"]["sha256"]
+    pins = load_yaml(params.read_text())["data"]["sha256"]
     total = 0
     for variant, split in KEYS:
         src = fixture_vsr / variant / f"{split}.jsonl"
@@ -235,7 +243,7 @@ def test_main_counts_and_reports_unparsed_captions(tmp_path, monkeypatch):
 
 def test_main_rejects_wrong_checksum(tmp_path, monkeypatch, fixture_vsr):
     wrong = "0" * 64
-    pins = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["data"]["sha256"]
+    pins = load_yaml((ROOT / "params.smoke.yaml").read_text())["data"]["sha256"]
     params = smoke_params(tmp_path, sha256={**pins, "random/dev": wrong})
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ChecksumError) as e:
@@ -248,7 +256,7 @@ def test_main_rejects_wrong_checksum(tmp_path, monkeypatch, fixture_vsr):
 
 
 def test_main_requires_every_split_pinned(tmp_path, monkeypatch):
-    pins = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["data"]["sha256"]
+    pins = load_yaml((ROOT / "params.smoke.yaml").read_text())["data"]["sha256"]
     del pins["zeroshot/test"]
     params = smoke_params(tmp_path, sha256=pins)
     monkeypatch.chdir(tmp_path)
@@ -320,7 +328,7 @@ def test_github_source_fetches_raw_urls_at_the_pinned_commit(tmp_path, monkeypat
     params = smoke_params(tmp_path, mirror=None, source="github", variants=["random"])
     monkeypatch.chdir(tmp_path)
     run_stage(params)
-    commit = yaml.safe_load(params.read_text())["data"]["github"]["commit"]
+    commit = load_yaml(params.read_text())["data"]["github"]["commit"]
     assert urls == [f"https://raw.githubusercontent.com/cambridgeltl/visual-spatial-reasoning/"
                     f"{commit}/data/splits/random/{s}.jsonl" for s in ("train", "dev", "test")]
 
@@ -334,7 +342,7 @@ def test_github_source_over_local_http(tmp_path, monkeypatch, fixture_vsr):
     import threading
 
     www = tmp_path / "www"
-    commit = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["data"]["github"]["commit"]
+    commit = load_yaml((ROOT / "params.smoke.yaml").read_text())["data"]["github"]["commit"]
     shutil.copytree(fixture_vsr, www / "org" / "vsr" / commit / "data" / "splits")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     handler.log_message = lambda *a, **k: None
@@ -374,7 +382,7 @@ def test_github_source_over_local_http(tmp_path, monkeypatch, fixture_vsr):
 
 @pytest.mark.integration
 def test_real_vsr_checksums_and_parse_rate(tmp_path, monkeypatch, shared_vsr):
-    real = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]
+    real = load_yaml((ROOT / "params.yaml").read_text())["data"]
     params = smoke_params(tmp_path, mirror=str(shared_vsr), sha256=real["sha256"])
     monkeypatch.chdir(tmp_path)
     report = run_stage(params)

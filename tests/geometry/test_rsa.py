@@ -8,20 +8,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 import scipy.stats
 from scipy.spatial.distance import pdist
 from scipy.stats import ortho_group
 
-from analysis.geometry import rdm as geo
+from analysis.common import store
+from analysis.common.io import load_yaml, write_json, write_npy
 from analysis.common.params import validate
+from analysis.data import templates
+from analysis.data.relations import load_meta_categories
 from analysis.geometry import cka as cka_mod
+from analysis.geometry import rdm as geo
 from analysis.geometry import rsa
 from analysis.geometry.comparisons import COLUMNS, separation
-from analysis.common import store
-from analysis.data import templates
-from analysis.common.io import write_json, write_npy
-from analysis.data.relations import load_meta_categories
 from tests.conftest import write_fixture_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +29,7 @@ D = 24
 
 
 def _cfg() -> rsa.RsaSettings:
-    cfg = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["rsa"]
+    cfg = load_yaml((ROOT / "params.smoke.yaml").read_text())["rsa"]
     cfg.update(n_boot=60, max_pairs=20000, tau_bins=64, figure_items=20, splits=["train"],
                layer_cka_max_items=60)
     return validate(rsa.RsaSettings, cfg, "rsa")
@@ -437,6 +436,6 @@ def test_p_values_are_adjusted_within_table_stimuli_metric_families(unrelated, s
 
 def test_subsample_fraction_must_leave_a_proper_subset():
     from analysis.common.params import SettingsError
-    cfg = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["rsa"]
+    cfg = load_yaml((ROOT / "params.smoke.yaml").read_text())["rsa"]
     with pytest.raises(SettingsError, match="subsample_fraction"):
         validate(rsa.RsaSettings, {**cfg, "subsample_fraction": 1.0}, "rsa")

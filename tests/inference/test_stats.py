@@ -10,6 +10,7 @@ import pytest
 import yaml
 from sklearn.metrics import f1_score
 
+from analysis.common.io import load_yaml
 from analysis.inference import stats as stats_stage
 
 RELATIONS = {"above": "Projective", "below": "Projective", "left of": "Projective",
@@ -104,7 +105,7 @@ def workspace(tmp_path, monkeypatch, repo_root):
     for task, df in _oof(table).items():
         df.to_parquet(oof_dir / f"{task}.parquet")
     suite_scores(_oof(table)).to_csv(tmp_path / "results/probes/suite/scores.csv", index=False)
-    params = yaml.safe_load((repo_root / "params.smoke.yaml").read_text())
+    params = load_yaml((repo_root / "params.smoke.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"stats": params["stats"]}))
     return tmp_path
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
-
+from analysis.common.io import load_yaml
 from analysis.common.params import validate
 from analysis.probes.settings import SuiteSettings
 
@@ -25,7 +24,7 @@ def _merge(base: dict, over: dict) -> dict:
 def suite_dict(*overrides: dict) -> dict:
     """The smoke profile's probe_suite section with ``overrides`` merged in (nested dicts merge;
     an empty dict replaces)."""
-    cfg = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["probe_suite"]
+    cfg = load_yaml((ROOT / "params.smoke.yaml").read_text())["probe_suite"]
     for o in overrides:
         cfg = _merge(cfg, o)
     return cfg

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 
+from analysis.common.io import load_yaml
 from analysis.probes.engine import BatchFit, balanced_weights, fit_batch, objective
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def study_engine() -> dict:
     from analysis.probes.nested_cv import engine_options
     from analysis.probes.settings import EngineSettings
 
-    e = yaml.safe_load((ROOT / "params.yaml").read_text())["probe_suite"]["engine"]
+    e = load_yaml((ROOT / "params.yaml").read_text())["probe_suite"]["engine"]
     return engine_options(validate(EngineSettings, {**e, "device": "cpu"}, "probe_suite.engine",
                                    "params.yaml"))
 

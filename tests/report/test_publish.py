@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from analysis import __version__
+from analysis.common.io import load_yaml
 from analysis.report import publish
 from tests.conftest import ROOT
 
@@ -46,4 +46,4 @@ def test_publish_folder_holds_the_paper_metadata_and_a_manifest(smoke_paper, tmp
     from analysis.common.io import sha256_file
     assert set(manifest) == names - {"MANIFEST.json"}
     assert all(sha256_file(dest / n) == h for n, h in manifest.items())
-    assert yaml.safe_load((dest / "CITATION.cff").read_text())["title"].startswith("Does visually")
+    assert load_yaml((dest / "CITATION.cff").read_text())["title"].startswith("Does visually")

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from analysis.common.io import load_yaml
 from tests.conftest import REPRO_TARGETS, run_tool
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,7 @@ def test_later_stages_report_missing_conditions(smoke_workspace, tmp_path):
 
     ws = tmp_path / "ws"
     shutil.copytree(smoke_workspace, ws, ignore=shutil.ignore_patterns(".git", ".dvc"))
-    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params = load_yaml((ws / "params.yaml").read_text())
     params["conditions"] = ["sbert", "clip_text_random_s7"]
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_tool(["python", "-m", "analysis", "probe_replication"], ws)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from analysis.common.io import load_yaml
 from analysis.reproduce import verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_verify_recomputes_to_the_pulled_outputs(published):
 def test_remote_missing_an_object_names_the_output(published):
     storage = published[2]
     repo = clone(published, "broken")
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock = load_yaml((repo / "dvc.lock").read_text())
     [dir_md5] = [o["md5"] for o in lock["stages"]["probe_replication"]["outs"]
                  if o["path"] == "results/probes/replication"]
     # drop the object of one file inside the replication output from the remote
