@@ -65,20 +65,23 @@ def _copy_checkout(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-# Without Quarto the `paper` stage cannot run: reproduce what it reads (as `make run` does),
-# and the paper tests execute the manuscript with `python -m analysis paper_check` instead.
-REPRO_TARGETS = [] if __import__("shutil").which("quarto") else [
-    "probe_replication", "probe_suite", "stats", "rsa"]
+# `dvc repro` runs every stage: without Quarto the `paper` stage checks the manuscript
+# (`python -m analysis paper_check`) instead of rendering it, and still succeeds.
+REPRO_TARGETS: list[str] = []
 
 
-def run_tool(args: list[str], cwd: Path, **kw):
+def run_tool(args: list[str], cwd: Path, without_quarto: bool = False, **kw):
     """Run a command with this interpreter's environment first on PATH (as `make` does), so
-    stage commands (`python -m analysis ...`) use the same packages as the tests."""
+    stage commands (`python -m analysis ...`) use the same packages as the tests;
+    ``without_quarto`` drops every PATH folder holding a ``quarto`` (a user without Quarto)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    path = [str(Path(sys.executable).parent), *os.environ["PATH"].split(os.pathsep)]
+    if without_quarto:
+        path = [p for p in path if not (Path(p) / "quarto").exists()]
+    env = {**os.environ, "PATH": os.pathsep.join(path),
            "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)

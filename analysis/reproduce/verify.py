@@ -27,7 +27,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -241,17 +241,24 @@ def verify(root: Path, stages: Iterable[str], params: Path, keep: Path | None = 
 # --------------------------------------------------------------------------- dvc status
 
 
-def uncached_outputs(dvc_yaml: dict) -> set[str]:
-    """Outputs declared ``cache: false`` that are not tracked by git either (they are rebuilt,
-    not distributed: the COCO images)."""
+def uncached_outputs(dvc_yaml: dict, git_ignored: Callable[[str], bool]) -> set[str]:
+    """Outputs declared ``cache: false`` that git does not track either: rebuilt, never
+    distributed (the COCO images, the rendered paper), so a reviewer's clone lacks them."""
     found = set()
     for spec in (dvc_yaml.get("stages") or {}).values():
         for e in (spec.get("do", spec).get("outs") or []):
             if isinstance(e, dict):
                 (path, opts), = e.items()
-                if opts and opts.get("cache") is False and opts.get("persist"):
+                if opts and opts.get("cache") is False and git_ignored(path):
                     found.add(path)
     return found
+
+
+def git_ignores(root: Path, path: str) -> bool:
+    """Whether git ignores ``path`` (a file, or a folder that may not exist yet) at ``root``."""
+    return any(subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=root,
+                              capture_output=True).returncode == 0
+               for p in (path, path.rstrip("/") + "/"))
 
 
 def status_problems(status: dict, ignorable: set[str]) -> list[str]:
@@ -277,7 +284,8 @@ def check_status(root: Path, targets: Iterable[str] = ()) -> list[str]:
     if proc.returncode:
         return [f"dvc status failed: {proc.stderr.strip()}"]
     status = json.loads(proc.stdout or "{}")
-    ignorable = uncached_outputs(load_yaml((root / "dvc.yaml").read_text()))
+    ignorable = uncached_outputs(load_yaml((root / "dvc.yaml").read_text()),
+                                 lambda path: git_ignores(root, path))
     return status_problems(status, ignorable)
 
 
@@ -304,15 +312,50 @@ def name_missing(hashes: Iterable[str], lock: dict, dir_listing) -> list[str]:
     return sorted(set(named))
 
 
+def remote_url(root: Path, remote: str | None) -> tuple[str | None, str | None]:
+    """The remote's name and URL as DVC's config gives them (``remote`` or the default)."""
+    from dvc.repo import Repo
+    config = Repo(str(root)).config
+    name = remote or config["core"].get("remote")
+    return name, (config["remote"][name]["url"] if name and name in config["remote"] else None)
+
+
+PLACEHOLDER_HOST = ".invalid"  # RFC 2606: the unpublished `public` remote points there
+
+
+def pull_problem(root: Path, remote: str | None) -> str | None:
+    """Why a pull cannot work before trying it, as one message saying what to do; None if
+    nothing is known to be wrong."""
+    lock = root / "dvc.lock"
+    stages = (load_yaml(lock.read_text()) or {}).get("stages") if lock.exists() else None
+    if not stages:
+        return ("this checkout has no dvc.lock (or one without stages): its outputs were never "
+                "published, so there is nothing to pull. Check out a published commit or tag "
+                "(its dvc.lock is committed), or compute the outputs with `make run`; authors "
+                "publish with `dvc repro`, `git add dvc.lock`, then `dvc push -r public --run-cache`.")
+    try:
+        name, url = remote_url(root, remote)
+    except Exception as exc:  # a broken DVC config: let `dvc pull` report it in its own words
+        log.warning("cannot read the DVC remote's URL: %s", exc)
+        return None
+    if not url:
+        return (f"no DVC remote {'named ' + repr(name) if name else 'is set as default'} in "
+                ".dvc/config: add one with `dvc remote add -d public URL`.")
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    if host.endswith(PLACEHOLDER_HOST):
+        return (f"the DVC remote {name!r} is the unpublished placeholder {url}: set the URL the "
+                f"authors published (`dvc remote modify {name} url https://HOST/PATH`, or "
+                f"`dvc remote modify --local {name} url ...` to keep it out of git), then run "
+                "`make reproduce` again.")
+    return None
+
+
 def _listing_reader(root: Path, remote: str | None):
     """Read a folder's ``.dir`` listing from the local cache, else from the remote (DVC drops
     the listing of a folder whose pull failed, which is exactly the one we must name)."""
     url = None
     try:
-        from dvc.repo import Repo
-        config = Repo(str(root)).config
-        name = remote or config["core"].get("remote")
-        url = config["remote"][name]["url"] if name else None
+        url = remote_url(root, remote)[1]
     except Exception as exc:  # naming is best effort: the pull error itself is already shown
         log.warning("cannot read the DVC remote's URL: %s", exc)
 
@@ -367,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path.cwd()
     if args.pull:
+        problem = pull_problem(root, None)
+        if problem:
+            print(f"cannot pull: {problem}", file=sys.stderr)
+            return 2
         missing = pull(root, args.targets)
         if missing:
             print("the remote lacks these outputs:\n  " + "\n  ".join(missing), file=sys.stderr)

@@ -17,7 +17,7 @@ def test_dvc_repro_produces_every_stage_output(smoke_workspace):
     ws = smoke_workspace
     report = json.loads((ws / "results/vsr/report.json").read_text())
     assert report  # the vsr stage's metrics
-    params = __import__("yaml").safe_load((ws / "params.yaml").read_text())
+    params = load_yaml((ws / "params.yaml").read_text())
     for cond in params["conditions"]:
         assert (ws / f"results/embeddings/{cond}/random/train/meta.json").exists(), cond
     summary = pd.read_csv(ws / "results/probes/replication/summary.csv")
@@ -37,6 +37,35 @@ def test_second_repro_is_a_no_op(smoke_workspace):
     again = run_tool(["dvc", "repro", *REPRO_TARGETS], smoke_workspace)
     assert again.returncode == 0, again.stderr
     assert "Running stage" not in again.stdout, again.stdout
+    assert_clean_git(smoke_workspace)
+
+
+def assert_clean_git(ws):
+    """Nothing the pipeline wrote shows up to git: DVC's .gitignore files cover its outputs."""
+    git = run_tool(["git", "status", "--porcelain", "--untracked-files=all"], ws)
+    assert git.returncode == 0 and git.stdout == "", git.stdout
+
+
+def test_repro_without_quarto_checks_the_paper_and_leaves_a_clean_workspace(smoke_workspace,
+                                                                            tmp_path):
+    """A user without Quarto: the paper stage succeeds, says how to render, leaves a note where
+    the paper would be; a second `dvc repro` is a no-op and git sees nothing new."""
+    import shutil
+
+    ws = tmp_path / "repo"
+    shutil.copytree(smoke_workspace, ws, symlinks=True)
+    first = run_tool(["dvc", "repro", "--force", "paper"], ws, without_quarto=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    assert "Quarto not found" in log and "dvc repro -f paper" in log, log[-3000:]
+    note = (ws / "paper/_output/NOT_RENDERED.md").read_text()
+    assert "executed against these results without error" in note
+    assert not (ws / "paper/_output/index.html").exists()
+    assert (ws / "paper/_check").is_dir()
+    again = run_tool(["dvc", "repro"], ws, without_quarto=True)
+    assert again.returncode == 0, again.stderr
+    assert "Running stage" not in again.stdout, again.stdout
+    assert_clean_git(ws)
 
 
 def test_later_stages_report_missing_conditions(smoke_workspace, tmp_path):

@@ -211,10 +211,56 @@ def test_name_missing_maps_hashes_to_outputs_and_files_in_folders():
 
 def test_status_ignores_only_undistributed_outputs():
     dvc_yaml = {"stages": {"images": {"outs": [{"data/images": {"cache": False, "persist": True}},
-                                               "results/images/manifest.csv"]}}}
-    ignorable = verify.uncached_outputs(dvc_yaml)
-    assert ignorable == {"data/images"}
+                                               "results/images/manifest.csv"]},
+                           "vsr": {"outs": [{"results/vsr/report.json": {"cache": False}}]},
+                           "paper": {"outs": [{"paper/_output": {"cache": False}}]}}}
+    ignorable = verify.uncached_outputs(dvc_yaml, lambda path: verify.git_ignores(ROOT, path))
+    assert ignorable == {"data/images", "paper/_output"}  # the report is git-tracked
     status = {"images": [{"changed outs": {"data/images": "deleted"}}],
               "probe_replication": [{"changed deps": {"results/embeddings": "modified"}}]}
     assert verify.status_problems(status, ignorable) == [
         "probe_replication: changed deps results/embeddings modified"]
+
+
+def dvc_repo(path: Path, url: str, lock: str | None) -> Path:
+    """A git + DVC repo with a default remote ``public`` at ``url`` and ``lock`` as dvc.lock."""
+    path.mkdir()
+    sh("git", "init", "-q", cwd=path)
+    sh("dvc", "init", "-q", cwd=path)
+    sh("dvc", "remote", "add", "-d", "public", url, cwd=path)
+    if lock is not None:
+        (path / "dvc.lock").write_text(lock)
+    return path
+
+
+LOCK = "schema: '2.0'\nstages:\n  vsr:\n    cmd: python -m analysis vsr\n    outs:\n    - path: data/vsr\n      md5: 0123456789abcdef0123456789abcdef.dir\n"
+
+
+@pytest.mark.parametrize("lock", [None, "schema: '2.0'\n"], ids=["no-lock", "empty-lock"])
+def test_pull_without_a_lock_says_the_outputs_were_never_published(tmp_path, lock):
+    repo = dvc_repo(tmp_path / "r", "https://dvc.invalid/x", lock)
+    proc = sh(sys.executable, "-m", "analysis", "verify", "--pull", cwd=repo, check=False)
+    assert proc.returncode == 2
+    assert "no dvc.lock" in proc.stderr and "never published" in proc.stderr
+    assert "remote lacks" not in proc.stderr and "Everything is up to date" not in proc.stdout
+
+
+def test_pull_from_the_placeholder_remote_says_how_to_set_it(tmp_path):
+    repo = dvc_repo(tmp_path / "r", "https://dvc.invalid/spatial-probing", LOCK)
+    proc = sh(sys.executable, "-m", "analysis", "verify", "--pull", cwd=repo, check=False)
+    assert proc.returncode == 2
+    assert "placeholder https://dvc.invalid/spatial-probing" in proc.stderr
+    assert "dvc remote modify public url" in proc.stderr
+    assert "remote lacks" not in proc.stderr
+
+
+def test_the_shipped_config_is_diagnosed_as_the_placeholder():
+    """This repository's own `.dvc/config` (until the outputs are published)."""
+    name, url = verify.remote_url(ROOT, None)
+    assert name == "public"
+    assert url.split("://")[1].split("/")[0].endswith(verify.PLACEHOLDER_HOST)
+
+
+def test_a_real_remote_is_not_flagged(tmp_path):
+    repo = dvc_repo(tmp_path / "r", "http://127.0.0.1:9/x", LOCK)
+    assert verify.pull_problem(repo, None) is None
