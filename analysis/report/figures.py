@@ -284,13 +284,20 @@ class Figure:
         return bundle
 
 
-def render(chart: alt.TopLevelMixin, stem: str, directory: str | Path = "figures") -> Figure:
-    """Save ``chart`` as ``<directory>/<stem>.svg`` (vl-convert, no browser) and return what
-    the cell should display."""
+FIGURES_ENV = "SPATIAL_FIGURES_DIR"  # where figures go (paper_check: beside its outputs)
+
+
+def render(chart: alt.TopLevelMixin, stem: str, directory: str | Path | None = None) -> Figure:
+    """Save ``chart`` as ``<directory>/<stem>.svg`` (vl-convert, no browser; default
+    ``$SPATIAL_FIGURES_DIR``, else ``figures/`` beside the manuscript) and return what the cell
+    should display."""
+    import os
+
     import vl_convert as vlc
 
     from analysis.common.io import atomic_path
 
+    directory = directory or os.environ.get(FIGURES_ENV) or "figures"
     path = Path(directory) / f"{stem}.svg"
     with atomic_path(path) as tmp:
         tmp.write_text(vlc.vegalite_to_svg(chart.to_json()))

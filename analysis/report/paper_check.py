@@ -5,8 +5,8 @@ output, an empty figure/table, an unresolved ``@fig-``/``@tbl-``/``@sec-`` refer
 unknown citation key, an inline value that renders as empty (Quarto would print its source) or
 a figure/table div wrapped around a code cell (a Quarto manuscript crashes on it or drops the
 caption; emit the float from the cell with ``paper_data.captioned``). Writes the executed
-notebook and the prose with every inline value filled in to ``paper/_check/`` (what tests
-compare between result sets).
+notebook, the prose with every inline value filled in and the figures (``figures/*.svg``) to
+``paper/_check/`` (what tests compare between result sets).
 
 It executes cells; it does not render. What readers see is checked by rendering with Quarto
 (``quarto render paper``; ``tests/test_render.py`` in CI).
@@ -260,8 +260,10 @@ def check(paper: Path, root: Path | None = None, out: Path | None = None,
     paper = paper.resolve()
     root = (root or paper.parent).resolve()
     out = (out or paper / "_check").resolve()
-    env_before = {k: os.environ.get(k) for k in ("SPATIAL_PAPER_ROOT", "PYTHONPATH")}
+    env_before = {k: os.environ.get(k) for k in ("SPATIAL_PAPER_ROOT", "PYTHONPATH",
+                                                 "SPATIAL_FIGURES_DIR")}
     os.environ["SPATIAL_PAPER_ROOT"] = str(root)
+    os.environ["SPATIAL_FIGURES_DIR"] = str(out / "figures")  # figures.FIGURES_ENV: beside the prose
     package_root = str(Path(__file__).resolve().parents[2])  # so the kernel imports `analysis`
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
                                                              env_before["PYTHONPATH"]]))

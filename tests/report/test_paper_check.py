@@ -199,7 +199,7 @@ def test_captions_carry_dvc_provenance(two_builds):
     md5 = exp["lock"]["stages"]["probe_replication"]["outs"][0]["md5"]
     assert f"DVC stage `probe_replication`, `results/probes/replication` md5 `{md5[:12]}`" in prose
     assert "git commit `" in prose
-    assert (tmp / "paper/figures/forest.svg").read_text().lstrip().startswith("<svg")
+    assert (tmp / "paper/_check/figures/forest.svg").read_text().lstrip().startswith("<svg")
 
 
 def test_no_inline_expression_left_and_no_python_repr(two_builds):
@@ -351,3 +351,12 @@ def test_absent_says_whether_the_output_is_missing_or_lacks_rows(tmp_path, monke
     (tmp_path / "results/stats/asymmetry.csv").write_text("task,estimate\n")
     text = str(P.absent("results/stats/asymmetry.csv", "The contrast"))
     assert "has no rows for it" in text and "absent" not in text
+
+
+def test_figures_land_beside_the_check_outputs_not_in_the_manuscript(two_builds):
+    """`make smoke` checks the real `paper/` against `.smoke/` results: its figures must stay
+    with the check's outputs (`<out>/figures`), never in `paper/figures`."""
+    tmp, _, _ = two_builds[0]
+    svgs = sorted(p.name for p in (tmp / "paper/_check/figures").glob("*.svg"))
+    assert "replication.svg" in svgs, svgs
+    assert not (tmp / "paper/figures").exists()
