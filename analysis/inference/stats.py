@@ -76,6 +76,18 @@ class AsymmetrySettings(Settings):
     """the seed's hypothesis is directional: grounding helps vertical relations more"""
 
 
+class HeadlineSettings(Settings):
+    """What DVC's own views show: the few numbers `dvc metrics show` / `dvc exp show` compare
+    across experiments (every other number stays in the tables) and the data of `dvc plots`."""
+
+    tasks: tuple[str, ...] = ("T2_polarity", "T3_holdout_zeroshot")
+    """tasks whose per-condition mean score (primary layer) is a headline metric"""
+    metric: Metric = "macro_f1"
+    """the one metric of scores, the grounded - distributional comparison and the asymmetry"""
+    relation_task: str = "T1_ovr"
+    """task whose per-relation scores `dvc plots show` draws (results/stats/plots/relations.csv)"""
+
+
 class StatsSettings(Settings):
     """Section `stats`."""
 
@@ -97,6 +109,7 @@ class StatsSettings(Settings):
     """[a, b]: a - b on identical rows/folds ("all": every pair present)"""
     condition_order: tuple[str, ...]
     asymmetry: AsymmetrySettings
+    headline: HeadlineSettings = HeadlineSettings()
 
     @property
     def level(self) -> float:
@@ -525,23 +538,57 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(scores: pd.DataFrame, comparisons: pd.DataFrame, asymmetry: pd.DataFrame,
-             missing: list[str]) -> dict[str, Any]:
-    """The few numbers `dvc metrics show` tracks: primary-layer means, significant paired
-    differences after Holm, and the asymmetry contrasts."""
-    out: dict[str, Any] = {"scores": {}, "comparisons": {}, "asymmetry": {}, "n_missing": len(missing)}
-    prim = scores[scores["layer"] == PRIMARY_LAYER] if not scores.empty else scores
-    for (task, cond, metric), df in prim.groupby(["task", "condition", "metric"]) if not prim.empty else []:
-        out["scores"].setdefault(task, {}).setdefault(cond, {})[f"{metric}_mean"] = float(df["estimate"].mean())
-    comp = comparisons[comparisons["layer"] == PRIMARY_LAYER] if not comparisons.empty else comparisons
-    for (task, name, metric), df in comp.groupby(["task", "comparison", "metric"]) if not comp.empty else []:
-        out["comparisons"].setdefault(task, {})[f"{name} {metric}"] = {
-            "mean_diff": float(df["estimate"].mean()), "n_targets": int(len(df)),
-            "n_holm_05": int((df["p_holm"] < 0.05).sum())}
-    asym = asymmetry[asymmetry["layer"] == PRIMARY_LAYER] if not asymmetry.empty else asymmetry
-    for _, r in asym.iterrows():
-        out["asymmetry"].setdefault(r["task"], {})[r["metric"]] = {
-            k: float(r[k]) for k in ("estimate", "ci_low", "ci_high", "p_value")}
+             missing: list[str], cfg: StatsSettings) -> dict[str, Any]:
+    """The few numbers `dvc metrics show` tracks (``stats.headline``): per-condition means of
+    the headline tasks, the grounded - distributional difference on them, and each asymmetry
+    contrast with its interval, all at the primary layer in one metric."""
+    want = cfg.headline
+    study = f"{cfg.grounded} - {cfg.distributional}"
+
+    def primary(df: pd.DataFrame) -> pd.DataFrame:
+        return df[(df["layer"] == PRIMARY_LAYER) & (df["metric"] == want.metric)] if len(df) else df
+
+    out: dict[str, Any] = {"metric": want.metric, "scores": {}, "comparisons": {},
+                           "asymmetry": {}, "n_missing": len(missing)}
+    prim = primary(scores)
+    for (task, cond), df in prim[prim["task"].isin(want.tasks)].groupby(["task", "condition"]) if len(prim) else []:
+        out["scores"].setdefault(task, {})[cond] = round(float(df["estimate"].mean()), 6)
+    comp = primary(comparisons)
+    for task, df in comp[comp["task"].isin(want.tasks) & (comp["comparison"] == study)].groupby("task") if len(comp) else []:
+        out["comparisons"].setdefault(task, {})[study] = round(float(df["estimate"].mean()), 6)
+    for _, r in primary(asymmetry).iterrows():
+        out["asymmetry"][r["task"]] = {k: round(float(r[k]), 6) for k in ("estimate", "ci_low", "ci_high")}
     return {"stats": out}
+
+
+PLOTS_DIR = "plots"  # inside results/stats: the data of dvc.yaml's `plots:` (long format)
+
+
+def plot_tables(scores: pd.DataFrame, asymmetry: pd.DataFrame,
+                cfg: StatsSettings) -> dict[str, pd.DataFrame]:
+    """The data `dvc plots show` / `dvc plots diff` draw (templates in .dvc/plots/), in the
+    headline metric: per-relation scores of ``headline.relation_task``, layer curves (the pooled
+    score where a task has one, else the mean over its targets) and the asymmetry contrasts."""
+    m = cfg.headline.metric
+    sc = scores[scores["metric"] == m] if len(scores) else scores
+    keep = ["condition", "estimate", "ci_low", "ci_high"]
+    rel = sc[(sc["task"] == cfg.headline.relation_task) & (sc["layer"] == PRIMARY_LAYER)]
+    relations = rel.rename(columns={"target": "relation"})[["relation", *keep]]
+    layered = sc[sc["layer"] >= 0]
+    curves = []
+    for task, g in layered.groupby("task"):
+        pooled = g[g["target"] == "__all__"]
+        g = pooled if len(pooled) else g.groupby(["condition", "layer"], as_index=False)["estimate"].mean()
+        curves.append(g.assign(task=task)[["task", "condition", "layer", "estimate"]])
+    layers = (pd.concat(curves, ignore_index=True) if curves
+              else pd.DataFrame(columns=["task", "condition", "layer", "estimate"]))
+    layers.insert(0, "series", layers["task"] + " " + layers["condition"])
+    asym = asymmetry[(asymmetry["metric"] == m) & (asymmetry["layer"] == PRIMARY_LAYER)] if len(asymmetry) else asymmetry
+    contrast = asym[["task", "estimate", "ci_low", "ci_high", "p_value"]] if len(asym) else pd.DataFrame(
+        columns=["task", "estimate", "ci_low", "ci_high", "p_value"])
+    return {"relations": relations.reset_index(drop=True),
+            "layers": layers.sort_values(["series", "layer"]).reset_index(drop=True),
+            "asymmetry": contrast.reset_index(drop=True)}
 
 
 def predictions(oof: pd.DataFrame) -> dict[ProbeKey, stats.Predictions]:
@@ -629,8 +676,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, df in tables.items():
             write_csv(out / f"{name}.csv", df)
             log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+        for name, df in plot_tables(tables["scores"], tables["asymmetry"], cfg).items():
+            write_csv(out / PLOTS_DIR / f"{name}.csv", df)
         write_json(out / "report.json", {
             "missing": missing, **summary, "null_scores": NULL_PATH.exists(),
             "settings": cfg.model_dump(mode="json")})
-    write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"], missing))
+    write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"],
+                                      missing, cfg))
     return 0

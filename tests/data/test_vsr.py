@@ -211,9 +211,7 @@ def test_main_on_fixture(tmp_path, monkeypatch, fixture_vsr):
         total += len(lines)
     assert report["totals"] == {"rows": total, "unparsed": 0, "parse_rate": 1.0}
     metrics = json.loads(Path("results/metrics/vsr.json").read_text())
-    assert metrics["rows"] == total
-    assert metrics["splits"]["zeroshot/dev"] == {k: report["splits"]["zeroshot/dev"][k]
-                                                 for k in ("rows", "unparsed", "parse_rate")}
+    assert metrics == {"rows": total, "unparsed": 0, "parse_rate": 1.0}  # the totals only
     assert report["meta_category_decisions"]["among"]["chosen"] == "Topological"
     assert not list(Path("data/vsr/raw").rglob("*.download"))
 

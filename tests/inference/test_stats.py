@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import yaml
 from sklearn.metrics import f1_score
 
 from analysis.common.io import load_yaml
+from analysis.common.params import stage_settings
 from analysis.inference import stats as stats_stage
 
 RELATIONS = {"above": "Projective", "below": "Projective", "left of": "Projective",
@@ -195,9 +197,19 @@ def test_stage_outputs_and_known_effects(workspace):
     report = json.loads((out / "report.json").read_text())
     assert any(m.startswith("asymmetry T1_ovr: no OOF") for m in report["missing"])
     assert not any(m.startswith("asymmetry T2_polarity") for m in report["missing"])
+    # the headline metrics (`dvc metrics show`): only stats.headline's tasks, in one metric
     metrics = json.loads((workspace / "results/metrics.json").read_text())["stats"]
-    assert metrics["asymmetry"]["T3"]["macro_f1"]["estimate"] == pytest.approx(asym["estimate"])
-    assert metrics["comparisons"]["T3"]["clip_text - sbert macro_f1"]["n_targets"] == len(RELATIONS)
+    assert metrics["metric"] == "macro_f1" and set(metrics["scores"]) == {"T2_polarity"}
+    all_t2 = pd.read_parquet(workspace / "results/probes/suite/oof/T2_polarity.parquet").query("layer == -1")
+    for cond, rows in all_t2.groupby("condition"):
+        per_target = [np.mean([f1_score(d["y_true"], d["y_pred"], average="macro") for _, d in t.groupby("repeat")])
+                      for _, t in rows.groupby("target")]
+        assert metrics["scores"]["T2_polarity"][cond] == pytest.approx(np.mean(per_target), abs=1e-6)
+    assert metrics["asymmetry"]["T3"] == pytest.approx(
+        {k: asym[k] for k in ("estimate", "ci_low", "ci_high")}, abs=1e-6)
+    assert set(metrics["asymmetry"]) == set(tables["asymmetry"]["task"])
+    n_values = sum(len(v) for v in metrics["scores"].values()) + 3 * len(metrics["asymmetry"])
+    assert n_values <= 24
 
 
 def test_rerun_is_deterministic(workspace):
@@ -277,3 +289,33 @@ def test_to_predictions_sorts_items_and_links_groups_across_repeats():
     np.testing.assert_array_equal(pred.score, [0.6, 0.9, 0.4, 0.2, 0.8, 0.7])
     g = pred.groups
     assert g[1] == g[4] and len({g[0], g[1], g[2]}) == 3  # g2 and g9 merged (both hold r2), others apart
+
+
+def test_plot_tables_by_hand():
+    """dvc.yaml's `plots:` data: per-relation rows of the headline task at the primary layer,
+    one curve per task and condition (pooled score, else the mean over targets), the contrasts."""
+    rows = [  # task, condition, layer, target, metric, estimate
+        ("T1_ovr", "sbert", -1, "above", "macro_f1", 0.9), ("T1_ovr", "sbert", -1, "above", "auprc", 0.1),
+        ("T1_ovr", "sbert", 0, "above", "macro_f1", 0.5), ("T1_ovr", "bow", -1, "left of", "macro_f1", 0.7),
+        ("T3", "sbert", -1, "above", "macro_f1", 0.3),
+        ("T1", "sbert", 0, "__all__", "macro_f1", 0.6), ("T1", "sbert", 1, "__all__", "macro_f1", 0.8),
+        ("T2_axis", "sbert", 0, "vertical", "macro_f1", 0.2), ("T2_axis", "sbert", 0, "horizontal", "macro_f1", 0.4),
+    ]
+    scores = pd.DataFrame(rows, columns=["task", "condition", "layer", "target", "metric", "estimate"])
+    scores["ci_low"], scores["ci_high"] = scores["estimate"] - 0.1, scores["estimate"] + 0.1
+    asym = pd.DataFrame([("T3", -1, "macro_f1", 0.05, -0.1, 0.2, 0.3), ("T3", -1, "auprc", 9, 9, 9, 9),
+                         ("T3", 0, "macro_f1", 9, 9, 9, 9)],
+                        columns=["task", "layer", "metric", "estimate", "ci_low", "ci_high", "p_value"])
+    params = load_yaml(Path(__file__).resolve().parents[2] / "params.smoke.yaml")
+    cfg = stage_settings(stats_stage.StatsSettings, params, "stats")
+    assert cfg.headline.relation_task == "T1_ovr" and cfg.headline.metric == "macro_f1"
+    out = stats_stage.plot_tables(scores, asym, cfg)
+    rel = out["relations"].sort_values("relation").reset_index(drop=True)
+    assert rel.to_dict("list") == {"relation": ["above", "left of"], "condition": ["sbert", "bow"],
+                                   "estimate": [0.9, 0.7], "ci_low": pytest.approx([0.8, 0.6]),
+                                   "ci_high": pytest.approx([1.0, 0.8])}
+    curves = {(r.series, r.layer): r.estimate for r in out["layers"].itertuples()}
+    assert curves == pytest.approx({("T1 sbert", 0): 0.6, ("T1 sbert", 1): 0.8,
+                                    ("T1_ovr sbert", 0): 0.5, ("T2_axis sbert", 0): 0.3})
+    assert out["asymmetry"].to_dict("records") == [
+        {"task": "T3", "estimate": 0.05, "ci_low": -0.1, "ci_high": 0.2, "p_value": 0.3}]

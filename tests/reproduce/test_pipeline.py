@@ -85,3 +85,28 @@ def test_later_stages_report_missing_conditions(smoke_workspace, tmp_path):
     metrics = json.loads((ws / "results/metrics/replication.json").read_text())
     assert metrics["missing_conditions"] == ["clip_text_random_s7"]
     assert set(pd.read_csv(ws / "results/probes/replication/summary.csv")["condition"]) == {"sbert"}
+
+
+def _numbers(node) -> int:
+    if isinstance(node, dict):
+        return sum(_numbers(v) for v in node.values())
+    return int(isinstance(node, (int, float)) and not isinstance(node, bool))
+
+
+def test_dvc_views_are_readable(smoke_workspace):
+    """`dvc metrics show` lists a few dozen headline numbers (not every table cell), and
+    `dvc plots show` loads the three declared plots with data in every one."""
+    metrics = run_tool(["dvc", "metrics", "show", "--json"], smoke_workspace)
+    assert metrics.returncode == 0, metrics.stderr
+    data = json.loads(metrics.stdout)
+    per_file = next(iter(data.values()))["data"]
+    assert set(per_file) == {"results/metrics/vsr.json", "results/metrics/replication.json",
+                             "results/metrics.json"}
+    assert 10 <= _numbers(data) <= 60, _numbers(data)
+    plots = run_tool(["dvc", "plots", "show", "--json"], smoke_workspace)
+    assert plots.returncode == 0, plots.stderr
+    shown = json.loads(plots.stdout)["data"]
+    assert len(shown) == 3
+    for title, renders in shown.items():
+        values = renders[0]["content"]["data"]["values"]
+        assert values and all(v["rev"] == "workspace" for v in values), title
