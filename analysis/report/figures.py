@@ -120,8 +120,10 @@ def layer_curves(df: pd.DataFrame, title: str = "macro F1") -> alt.Chart:
     Columns: layer, condition, estimate, ci_low, ci_high, panel."""
     _need(df, ["layer", "condition", "estimate", "ci_low", "ci_high", "panel"], "layer_curves")
     df = df[["layer", "condition", "estimate", "ci_low", "ci_high", "panel"]]  # only what is drawn
-    base = alt.Chart().encode(x=alt.X("layer:Q", title="layer (0 = embeddings)",
-                                      axis=alt.Axis(tickMinStep=1, format="d")),
+    layers = sorted(int(v) for v in df["layer"].unique())
+    # explicit ticks: Vega ignores tickMinStep in wrapped facets and prints "0 1 1 2 2"
+    ticks = alt.Axis(values=layers, format="d") if len(layers) <= 25 else alt.Axis(tickMinStep=1, format="d")
+    base = alt.Chart().encode(x=alt.X("layer:Q", title="layer (0 = embeddings)", axis=ticks),
                               color=alt.Color("condition:N", title="condition"))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", title=title), y2="ci_high:Q")
     line = base.mark_line(point=True).encode(y="estimate:Q",

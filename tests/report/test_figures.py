@@ -59,6 +59,10 @@ def test_layer_curves_and_selectivity_and_contrast_render():
                            "estimate": [0.5, 0.6, 0.7, 0.4, 0.5, 0.5], "ci_low": 0.3,
                            "ci_high": 0.8, "panel": "T1"})
     assert marks(vlc.vegalite_to_svg(F.layer_curves(layers).to_json()), "line") == 2
+    # one tick label per layer, each once (wrapped facets once printed "0 1 1 2 2")
+    two_panels = layers.assign(panel=["T1"] * 3 + ["T2"] * 3)
+    svg = vlc.vegalite_to_svg(F.layer_curves(two_panels).to_json())
+    assert re.findall(r">(\d+)</text>", svg) == ["0", "1", "2"] * 2  # y labels are 0.0, 0.2, ...
     sel = pd.DataFrame({"target": ["T1", "T1", "T2"], "condition": ["a", "b", "a"],
                         "estimate": [0.1, 0.2, 0.3], "ci_low": 0.0, "ci_high": 0.4})
     svg = vlc.vegalite_to_svg(F.selectivity(sel).to_json())

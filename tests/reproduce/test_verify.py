@@ -139,6 +139,34 @@ def test_verify_recomputes_to_the_pulled_outputs(published):
     assert "results/probes/replication/summary.csv" in proc.stdout
 
 
+def make(target: str, repo: Path) -> subprocess.CompletedProcess:
+    """``make TARGET`` as a reviewer runs it, with this test's environment standing in for the
+    clone's ``.venv`` (``make setup`` would install the package again)."""
+    venv = repo / ".venv"
+    if not venv.exists():
+        venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+    return sh("make", "-o", ".venv/.installed", target, cwd=repo, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_reviewer_make_reproduce_then_make_verify_exit_0(published):
+    """The reviewer's two commands on a fresh clone of the published state: pull, a clean
+    `dvc status`, the paper from the pulled outputs; then every cheap stage recomputed and
+    agreeing with what was pulled (timings are not compared)."""
+    repo = clone(published, "reviewer")
+    proc = make("reproduce", repo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dvc status: clean" in proc.stdout
+    assert (repo / "results/probes/replication/summary.csv").exists()
+    rendered = (repo / "paper/_output/index.html").exists()
+    assert rendered or (repo / "paper/_check/index.md").exists()
+    proc = make("verify", repo)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.endswith("files agree") and "differ" not in last, last
+
+
 @pytest.mark.slow
 def test_remote_missing_an_object_names_the_output(published):
     storage = published[2]
