@@ -6,7 +6,10 @@ header-only manifest so downstream stages can always depend on it. Missing (down
 absent from `images.dir`) and corrupt (PIL cannot decode) images are counted, logged and listed
 in the manifest with the reason; they are never replaced, and `embed` excludes their rows.
 
-Downloads go to `data/images/` with `images.workers` threads, each file retried with backoff and
+With `images.dir`, each image is hard-linked (copied where the folder is on another file system)
+into `data/images/`, so the manifest and `.verified.json` name only `data/images/<image>` (no
+author path reaches the pushed outputs) and `dvc status` sees a changed or deleted image as a
+changed `data/images` output. Downloads go to `data/images/` with `images.workers` threads, each file retried with backoff and
 resumed from its `.part` (`analysis.download.fetch`). Files already verified on an earlier run
 (same size and mtime, recorded in `data/images/.verified.json`) are not read again, so a second
 run takes seconds. A downloaded file that fails the decode check is fetched again on the next run.
@@ -15,6 +18,8 @@ run takes seconds. A downloaded file that fails the decode check is fetched agai
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
@@ -172,16 +177,36 @@ class VerifiedCache:
         write_json(self.path, self.new)
 
 
-def check_local(image: str, folder: Path, cache: VerifiedCache) -> dict[str, Any]:
-    """Manifest row for ``image`` taken from ``folder`` (the manifest path is absolute)."""
-    path = folder / image
-    shown = str(path)
-    row = cache.lookup(image, path, shown)
+def link_into(src: Path, dest: Path) -> str:
+    """Put ``src`` at ``dest`` as a hard link (a copy across file systems), replacing what was
+    there unless it already is ``src``; returns "linked", "copied" or "present"."""
+    if dest.exists() and os.path.samefile(src, dest):
+        return "present"
+    tmp = dest.with_name(f".{dest.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        how = "linked"
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, tmp)
+        how = "copied"
+    os.replace(tmp, dest)
+    return how
+
+
+def check_local(image: str, folder: Path, dest_dir: Path, cache: VerifiedCache,
+                shown_dir: str) -> dict[str, Any]:
+    """Manifest row for ``image`` from ``folder`` (``images.dir``, named ``shown_dir`` in
+    messages), linked into ``dest_dir``; the manifest path is ``dest_dir/<image>``."""
+    src, dest = folder / image, dest_dir / image
+    shown = dest.as_posix()
+    if not src.is_file():  # an older file at dest (a download) is left alone, not used
+        return manifest_row(image, shown, "missing", f"not in images.dir {shown_dir}")
+    link_into(src, dest)
+    row = cache.lookup(image, dest, shown)
     if row is None:
-        row = inspect_file(image, path, shown)
-        if row["status"] == "missing":
-            row["error"] = f"not in images.dir {folder}"
-        cache.record(row, path)
+        row = inspect_file(image, dest, shown)
+        cache.record(row, dest)
     return row
 
 
@@ -271,7 +296,8 @@ def acquire(links: dict[str, str], cfg: ImagesSettings, params_path: str | Path,
         folder = Path(cfg.dir).resolve()
         if not folder.is_dir():
             raise ImagesError(f"{params_path}: images.dir {cfg.dir!r} is not a directory")
-        jobs = {im: (lambda im=im: check_local(im, folder, cache)) for im in links}
+        jobs = {im: (lambda im=im: check_local(im, folder, images_dir, cache, cfg.dir))
+                for im in links}
         rows = run_parallel(jobs, workers, "images (check)")
     else:
         sessions = _ThreadSessions()

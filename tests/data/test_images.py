@@ -5,6 +5,7 @@ the `images.dir` path with the shipped fixture images, and the no-image-conditio
 from __future__ import annotations
 
 import hashlib
+import os
 import logging
 import shutil
 from pathlib import Path
@@ -223,12 +224,54 @@ def test_images_dir_is_used_in_place(tmp_path, monkeypatch, fixture_images):
     for n in names:
         src = fixture_images / n
         assert by.loc[n, "status"] == "ok"
-        assert by.loc[n, "path"] == str(src.resolve())
+        assert by.loc[n, "path"] == f"data/images/{n}"  # linked in: no author path in outputs
+        assert (tmp_path / "data/images" / n).read_bytes() == src.read_bytes()
         assert by.loc[n, "sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
         assert by.loc[n, "bytes"] == src.stat().st_size
     assert by.loc["000000999999.jpg", "status"] == "missing"
-    assert "images.dir" in by.loc["000000999999.jpg", "error"]
-    assert not list((tmp_path / "data/images").glob("*.jpg"))  # nothing copied
+    assert by.loc["000000999999.jpg", "error"] == f"not in images.dir {fixture_images}"
+    assert not (tmp_path / "data/images/000000999999.jpg").exists()
+    for written in (tmp_path / "results/images/manifest.csv", tmp_path / "data/images/.verified.json"):
+        text = written.read_text()
+        assert str(tmp_path) not in text and str(fixture_images.resolve()) not in text.replace(
+            f"not in images.dir {fixture_images}", ""), written
+    # a second run finds the links in place and the verified record valid
+    assert images.main(["--params", str(params)]) == 0
+    assert read_manifest(tmp_path).equals(by.reset_index()[read_manifest(tmp_path).columns])
+
+
+def test_images_dir_change_is_seen_through_the_link(tmp_path, monkeypatch, fixture_images):
+    """An image replaced in images.dir is linked and checked again (a corrupt one is reported)."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    good, other = sorted(fixture_images.glob("*.jpg"))[:2]
+    for f in (good, other):
+        shutil.copy2(f, folder / f.name)
+    params = write_workspace(tmp_path, {"random/dev": table([(good.name, ""), (other.name, "")],
+                                                             "random/dev")},
+                             ["clip_image"], dir=str(folder))
+    assert images.main(["--params", str(params)]) == 0
+    (folder / good.name).unlink()
+    (folder / good.name).write_bytes(good.read_bytes()[:200])  # a new file, truncated
+    assert images.main(["--params", str(params)]) == 0
+    row = read_manifest(tmp_path).set_index("image").loc[good.name]
+    assert row["status"] == "corrupt" and row["path"] == f"data/images/{good.name}"
+    assert (tmp_path / "data/images" / good.name).stat().st_size == 200
+
+
+def test_link_into_falls_back_to_a_copy(tmp_path, monkeypatch):
+    src, dest = tmp_path / "a.jpg", tmp_path / "out" / "a.jpg"
+    src.write_bytes(b"x" * 10)
+    dest.parent.mkdir()
+    assert images.link_into(src, dest) == "linked" and os.path.samefile(src, dest)
+    assert images.link_into(src, dest) == "present"
+    dest.unlink()
+
+    def no_links(*_):
+        raise OSError("cross-device link")
+    monkeypatch.setattr(images.os, "link", no_links)
+    assert images.link_into(src, dest) == "copied" and dest.read_bytes() == src.read_bytes()
 
 
 def test_images_dir_reports_corrupt_files(tmp_path, monkeypatch, fixture_images):
