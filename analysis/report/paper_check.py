@@ -263,7 +263,9 @@ def check(paper: Path, root: Path | None = None, out: Path | None = None,
     env_before = {k: os.environ.get(k) for k in ("SPATIAL_PAPER_ROOT", "PYTHONPATH",
                                                  "SPATIAL_FIGURES_DIR")}
     os.environ["SPATIAL_PAPER_ROOT"] = str(root)
-    os.environ["SPATIAL_FIGURES_DIR"] = str(out / "figures")  # figures.FIGURES_ENV: beside the prose
+    # figures.FIGURES_ENV: beside the prose, relative to the cells' working directory (the
+    # manuscript folder) so the prose names no machine-specific path
+    os.environ["SPATIAL_FIGURES_DIR"] = os.path.relpath(out / "figures", paper)
     package_root = str(Path(__file__).resolve().parents[2])  # so the kernel imports `analysis`
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root,
                                                              env_before["PYTHONPATH"]]))

@@ -356,7 +356,8 @@ def test_absent_says_whether_the_output_is_missing_or_lacks_rows(tmp_path, monke
 def test_figures_land_beside_the_check_outputs_not_in_the_manuscript(two_builds):
     """`make smoke` checks the real `paper/` against `.smoke/` results: its figures must stay
     with the check's outputs (`<out>/figures`), never in `paper/figures`."""
-    tmp, _, _ = two_builds[0]
+    tmp, _, prose = two_builds[0]
+    assert "](_check/figures/replication.svg)" in prose and str(tmp) not in prose
     svgs = sorted(p.name for p in (tmp / "paper/_check/figures").glob("*.svg"))
     assert "replication.svg" in svgs, svgs
     assert not (tmp / "paper/figures").exists()
