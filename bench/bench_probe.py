@@ -4,10 +4,10 @@ Problem: 7,680 x 768 float32 features (unit-norm rows drawn around 36 relation c
 standardized), 36 one-vs-rest relation probes x the 9 values of C of the suite's grid
 (``probe_suite.C_grid`` of params.yaml: 1e-4 ... 1e4, where the near-separable fits at large C
 are the slow ones) = 324 probes, balanced class weights. "Matched convergence": the reference
-optimum f*_k of each probe is the engine's solution
-at a very tight tolerance (checked not to be beaten by sklearn); each solver is timed at the
+optimum f*_k of each probe is the better of the engine's float64 solution at a very tight
+tolerance and sklearn's at tol 1e-10; each solver is timed at the
 loosest tolerance of a ladder (for the engine: its relative Newton-decrement ``rtol``, with the
-gradient ``tol`` of params.yaml) at which every probe is within 1e-6 relative of f*_k (for sklearn
+gradient ``tol`` of params.yaml) at which every probe is within 1e-5 relative of f*_k (``REL_GAP``; for sklearn
 the loosest such tolerance is chosen per probe, which favours sklearn). Both on 2 CPU threads.
 
     python bench/bench_probe.py [--probes-per-C 36] [--rows 7680] [--dims 768]
@@ -37,7 +37,11 @@ from analysis.common.io import load_yaml  # noqa: E402
 from analysis.probes.engine import BatchFit, balanced_weights, fit_batch, objective  # noqa: E402
 
 LADDER = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10]
-REL_GAP = 1e-6
+# Matched convergence: engine and sklearn each within this relative objective gap of the best
+# objective any solver reaches (f*) on every probe. 1e-5, not 1e-6: at C = 1e4 the engine's
+# Newton-CG (float32, and its float64 reference too) stops about 5e-6 above the objective sklearn's
+# lbfgs reaches at tol 1e-10, so a tighter match is not defined for the engine.
+REL_GAP = 1e-5
 # the engine's relative-gap ladder, in half decades (its gradient test and CG budget are
 # params.yaml's probe_suite.engine tol and max_cg)
 ENGINE_LADDER = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 1e-7, 1e-8]
@@ -168,6 +172,20 @@ def main() -> int:
     print(f"reference (float64, tol 1e-12, rtol 1e-15): {time.perf_counter() - t0:.0f}s, "
           f"{ref.converged.sum()}/{K} converged, Newton iters up to {ref.n_iter.max()}", flush=True)
     fstar = ref.objective.copy()
+    # f*: the better of the float64 reference and sklearn at its tightest tolerance (at large C
+    # the reference can stop a few 1e-6 above the optimum; sklearn's tight fits are not timed)
+    t0 = time.perf_counter()
+    with threadpool_limits(args.threads):
+        for k in range(K):
+            m = LogisticRegression(C=C[k], class_weight="balanced", solver="lbfgs",
+                                   tol=LADDER[-1], max_iter=100_000).fit(X, Y[:, k])
+            fk = objective(BatchFit(m.coef_, m.intercept_, None, None, None, 2), X,
+                           Y[:, [k]], W[:, [k]], C[[k]])[0]
+            fstar[k] = min(fstar[k], fk)
+    improved = (ref.objective - fstar) / np.abs(fstar)
+    print(f"f*: sklearn tol {LADDER[-1]:g} improves the reference on {(improved > 0).sum()} probes, "
+          f"by up to {improved.max():.2e} relative ({time.perf_counter() - t0:.0f}s, not timed)",
+          flush=True)
 
     def gap(obj, k=slice(None)):
         return (obj - fstar[k]) / np.abs(fstar[k])
@@ -225,8 +243,8 @@ def main() -> int:
     beaten = gap(sk_best).min()
     print(f"sklearn lbfgs: {np.nansum(sk_time):.2f}s total; best sklearn objective vs reference: "
           f"min relative gap {beaten:.2e} (negative would mean the reference is not optimal)")
-    if beaten < -REL_GAP:
-        print("the reference is not optimal: no matched comparison")
+    if beaten < -1e-12:
+        print("f* is not the best objective found: no matched comparison")
         return 1
     ratio = np.nansum(sk_time) / engine_time
     print(f"engine {engine_time:.2f}s vs sklearn {np.nansum(sk_time):.2f}s on the full grid: "
