@@ -24,7 +24,7 @@ log = logging.getLogger("paper")
 
 NOT_RENDERED = "NOT_RENDERED.md"
 HOW_TO_RENDER = ("install Quarto >= 1.6 (https://quarto.org/docs/get-started/, or "
-                 "`conda install -c conda-forge quarto`), then run `dvc repro -f paper` "
+                 "`conda install -c conda-forge quarto`), then run `dvc repro -f -s paper` "
                  "(or `make paper`)")
 
 

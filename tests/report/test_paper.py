@@ -42,7 +42,7 @@ def test_without_quarto_the_paper_is_checked_and_a_note_says_how_to_render(tmp_p
     assert calls == [["--paper", str(tmp_path / "paper")]]
     assert sorted(os.listdir(out)) == [paper.NOT_RENDERED]  # no stale HTML passes for a render
     note = (out / paper.NOT_RENDERED).read_text()
-    assert "without error" in note and "dvc repro -f paper" in note
+    assert "without error" in note and "dvc repro -f -s paper" in note
     assert "Quarto not found" in caplog.text
 
 

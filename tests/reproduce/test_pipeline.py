@@ -73,10 +73,11 @@ def test_repro_without_quarto_checks_the_paper_and_leaves_a_clean_workspace(smok
 
     ws = tmp_path / "repo"
     shutil.copytree(smoke_workspace, ws, symlinks=True)
-    first = run_tool(["dvc", "repro", "--force", "paper"], ws, without_quarto=True, timeout=900)
+    first = run_tool(["dvc", "repro", "--force", "--single-item", "paper"], ws,
+                     without_quarto=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     log = first.stdout + first.stderr
-    assert "Quarto not found" in log and "dvc repro -f paper" in log, log[-3000:]
+    assert "Quarto not found" in log and "dvc repro -f -s paper" in log, log[-3000:]
     note = (ws / "paper/_output/NOT_RENDERED.md").read_text()
     assert "executed against these results without error" in note
     assert not (ws / "paper/_output/index.html").exists()
