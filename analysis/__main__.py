@@ -12,9 +12,9 @@ from analysis.common.cli import record_runtime, run_main, setup_logging
 
 
 def usage() -> str:
-    width = max(len(s.name) for s in stages.STAGES)
+    width = max(len(s) for s in stages.COMMANDS)
     lines = [__doc__.strip(), "", "stages and commands:"]
-    lines += [f"  {s.name.ljust(width)}  {s.summary}" for s in stages.STAGES]
+    lines += [f"  {s.name.ljust(width)}  {s.summary}" for s in stages.COMMANDS.values()]
     return "\n".join(lines)
 
 
@@ -24,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in stages.BY_NAME:
-        print(f"unknown stage {name!r}; choose from: {', '.join(stages.BY_NAME)}", file=sys.stderr)
+    if name not in stages.COMMANDS:
+        print(f"unknown stage {name!r}; choose from: {', '.join(stages.COMMANDS)}", file=sys.stderr)
         return 2
     setup_logging()
-    stage = stages.BY_NAME[name]
+    stage = stages.COMMANDS[name]
     module = importlib.import_module(stage.module)
     start = time.perf_counter()
     rc = run_main(name, module.main, rest)

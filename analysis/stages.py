@@ -13,15 +13,25 @@ from dataclasses import dataclass
 class Stage:
     """One command of the package."""
 
-    name: str
+    name: str  # the DVC stage (and, unless ``command`` says otherwise, the command)
     module: str  # dotted module with ``main(argv: list[str] | None) -> int``
     summary: str
     dvc: bool = True  # a stage of dvc.yaml (its wall time goes to results/runtimes/<stage>.json)
-    foreach: str | None = None  # "conditions": one run per condition (``--condition NAME``)
+    foreach: str | None = None  # params key DVC fans the stage out over ("conditions.text")
+    args: tuple[str, ...] = ()  # the command's arguments; "{item}": the foreach entry
+    command: str | None = None  # `python -m analysis <command>` when it differs from ``name``
+
+    @property
+    def cli(self) -> str:
+        return self.command or self.name
 
     @property
     def timed(self) -> bool:
         return self.dvc
+
+    def argv(self, item: str | None = None) -> list[str]:
+        """The command's arguments for one foreach entry (``item``) or a plain stage."""
+        return [a.replace("{item}", item or "") for a in self.args]
 
 
 # Pipeline stages in dependency order (dvc.yaml lists them in this order, then `paper`), then
@@ -31,10 +41,19 @@ STAGES: tuple[Stage, ...] = (
     Stage("vsr", "analysis.data.vsr", "download, verify and normalize the VSR annotations"),
     Stage("templates", "analysis.data.templates", "the controlled template caption set"),
     Stage("images", "analysis.data.images", "COCO images for the image conditions"),
-    Stage("embed", "analysis.embed.embed", "one condition's embeddings", foreach="conditions"),
+    Stage("embed", "analysis.embed.embed", "one condition's embeddings",
+          foreach="conditions.text", args=("--condition", "{item}")),
+    Stage("embed_image", "analysis.embed.embed", "one image condition's embeddings",
+          foreach="conditions.image", args=("--condition", "{item}"), command="embed"),
     Stage("probe_replication", "analysis.probes.probe_replication",
           "the original project's probe, exactly"),
-    Stage("probe_suite", "analysis.probes.probe_suite", "the sound probing suite (T1-T3)"),
+    Stage("probe_suite", "analysis.probes.probe_suite",
+          "the sound probing suite (T1-T3), one unit: a condition, bow or a pair",
+          foreach="conditions.text", args=("--unit", "{item}")),
+    Stage("probe_suite_bow", "analysis.probes.probe_suite", "the suite's bag-of-words unit",
+          args=("--unit", "bow"), command="probe_suite"),
+    Stage("probe_suite_pairs", "analysis.probes.probe_suite", "the suite's image/text pair units",
+          foreach="conditions.pairs", args=("--unit", "{item}"), command="probe_suite"),
     Stage("stats", "analysis.inference.stats", "intervals, paired tests and contrasts"),
     Stage("rsa", "analysis.geometry.rsa", "representational geometry (RSA, CKA)"),
     Stage("pipeline", "analysis.reproduce.pipeline",
@@ -51,6 +70,7 @@ STAGES: tuple[Stage, ...] = (
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+COMMANDS: dict[str, Stage] = {s.name: s for s in STAGES if s.command is None}  # python -m analysis <name>
 PIPELINE: tuple[Stage, ...] = tuple(s for s in STAGES if s.dvc)
 QUARTO_STAGE = "paper"  # the last DVC stage: `python -m analysis paper` (Quarto's render)
 

@@ -87,7 +87,6 @@ def suite(args) -> int:
     if not (src / "random" / "train.jsonl").exists():
         src = root / "tests" / "fixtures" / "vsr"
     cfg = load_yaml((root / args.params).read_text())["probe_suite"]
-    cfg["text_conditions"] = args.conditions
     meta, _ = load_meta_categories()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +118,11 @@ def suite(args) -> int:
                         write_json(dd / "meta.json", {**meta_e, "views": sorted([view, "layers"])})
         start = time.perf_counter()
         settings = validate(SuiteSettings, cfg, "probe_suite", args.params)
-        oof, scores, null, report = run_suite(settings, SuiteData(emb_root, vsr_root))
+        unusable = Path(tmp) / "unusable.csv"  # every image usable: T3 on every row
+        pd.DataFrame(columns=["image", "status", "error"]).to_csv(unusable, index=False)
+        # every unit in one process (DVC runs one stage per unit; the work is the same)
+        oof, scores, null, report = run_suite(settings, SuiteData(emb_root, vsr_root, unusable),
+                                              text=args.conditions, bow=True)
         total = time.perf_counter() - start
         from analysis.common import cli
         parts = cli.runtime_parts()

@@ -83,22 +83,63 @@ def covered(path: Path, deps: list[str]) -> bool:
 
 def test_registry_matches_dvc_yaml():
     """The DVC stages are the registry's pipeline stages in the registry's order, then the
-    paper; each runs ``python -m analysis <name>`` (per condition for foreach stages)."""
+    paper; each runs ``python -m analysis <command> <args>`` (per entry for foreach stages) and
+    records its wall time as an output."""
     spec = dvc_stages()
     assert list(spec) == [s.name for s in stages.PIPELINE] + [stages.QUARTO_STAGE]
     for stage in stages.PIPELINE:
         entry = spec[stage.name]
+        item = None
         if stage.foreach:
             assert entry["foreach"] == "${" + stage.foreach + "}"
             entry = entry["do"]
-            assert shlex.split(entry["cmd"]) == ["python", "-m", "analysis", stage.name,
-                                                 "--condition", "${item}"]
-        else:
-            assert shlex.split(entry["cmd"]) == ["python", "-m", "analysis", stage.name]
-        expected = ("results/runtimes/embed-${item}.json" if stage.foreach
-                    else f"results/runtimes/{stage.name}.json")
+            # a mapping (conditions.pairs) is iterated by key, a list by item
+            item = "${key}" if stage.foreach == "conditions.pairs" else "${item}"
+        assert shlex.split(entry["cmd"]) == ["python", "-m", "analysis", stage.cli,
+                                             *stage.argv(item)]
+        assert stage.cli in stages.COMMANDS
+        key = stage.cli + "".join(f"-{a}" for a in stage.argv(item)[1::2])
+        expected = f"results/runtimes/{key}.json"
         outs = [o if isinstance(o, str) else next(iter(o)) for o in entry["outs"]]
         assert expected in outs, f"{stage.name}: runtime record {expected} is not an output"
+
+
+def test_dvc_fans_out_per_condition_and_text_stages_read_no_image(tmp_path):
+    """DVC's own resolution of dvc.yaml: one embed and one probe stage per text condition,
+    whose deps name that condition's embeddings and never the images; image conditions' embed
+    stages depend on the images manifest; each pair's stage on its two conditions only."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    names = proc.stdout.split()
+    params = load_yaml((ROOT / "params.yaml").read_text())["conditions"]
+    for cond in params["text"]:
+        assert f"embed@{cond}" in names and f"probe_suite@{cond}" in names
+    for cond in params["image"]:
+        assert f"embed_image@{cond}" in names
+    for pair in params["pairs"]:
+        assert f"probe_suite_pairs@{pair}" in names
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        by_name = {s.addressing: s for s in repo.index.stages}
+        for cond in params["text"]:
+            for name in (f"embed@{cond}", f"probe_suite@{cond}"):
+                deps = [str(Path(d.def_path)) for d in by_name[name].deps]
+                assert not any(d.startswith(("data/images", "results/embeddings/clip_image"))
+                               for d in deps), (name, deps)
+                assert "results/embeddings" not in deps, (name, deps)
+            assert "results/images/manifest.csv" not in [
+                d.def_path for d in by_name[f"embed@{cond}"].deps]
+        for cond in params["image"]:
+            assert "results/images/manifest.csv" in [
+                d.def_path for d in by_name[f"embed_image@{cond}"].deps]
+        for pair, p in params["pairs"].items():
+            emb = sorted(d.def_path for d in by_name[f"probe_suite_pairs@{pair}"].deps
+                         if d.def_path.startswith("results/embeddings"))
+            assert emb == sorted([f"results/embeddings/{p['image']}", f"results/embeddings/{p['text']}"])
 
 
 def test_every_registered_module_has_main():
@@ -164,9 +205,9 @@ def test_no_module_imports_in_a_cycle():
 
 def test_each_stage_module_is_named_for_its_stage():
     """A newcomer goes from a dvc.yaml stage to its code in one hop: the module's file name is
-    the stage's name."""
+    the stage's command (several stages may run one command, e.g. embed and embed_image)."""
     for stage in stages.STAGES:
-        assert stage.module.rsplit(".", 1)[1] == stage.name, stage
+        assert stage.module.rsplit(".", 1)[1] == stage.cli, stage
 
 
 def test_paper_deps_cover_the_code_its_cells_import():

@@ -49,10 +49,11 @@ def run_main(name: str, main: Callable[[list[str]], int | None], argv: list[str]
 
 
 def stage_key(stage: str, argv: list[str]) -> str:
-    """``embed@sbert`` for a foreach stage run with ``--condition``, else the stage name
-    (DVC's own names for the stages)."""
-    if "--condition" in argv[:-1]:
-        return f"{stage}@{argv[argv.index('--condition') + 1]}"
+    """``embed@sbert`` for a command run for one entry (``--condition``/``--unit``), else the
+    command's name (DVC's names, or the command's where one command serves several stages)."""
+    for flag in ("--condition", "--unit"):
+        if flag in argv[:-1]:
+            return f"{stage}@{argv[argv.index(flag) + 1]}"
     return stage
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from analysis.common.errors import UserError
 from analysis.common.io import load_yaml
+from analysis.common.store import is_image_condition
 
 DEFAULT_PARAMS = Path("params.yaml")
 CONDITION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -89,18 +90,73 @@ def validate(model: type[S], data: Any, name: str, path: str | Path = DEFAULT_PA
         raise SettingsError("\n".join(dict.fromkeys(lines))) from None
 
 
-def conditions(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) -> tuple[str, ...]:
-    """The top-level ``conditions`` list, checked: names of embedding conditions, no repeats."""
+class PairSpec(Settings):
+    """An image condition and a text condition of one model, probed together on grounded truth
+    (T3: image only, concatenation, interaction, zero-shot)."""
+
+    text: str
+    text_view: str | None = None
+    image: str
+    image_view: str | None = None
+
+
+class ConditionSets(Settings):
+    """The top-level ``conditions`` section. It is split by kind because DVC fans each list out
+    into its own stages (``foreach``): a text condition's stages depend on no image, so
+    toggling an image condition re-runs nothing of SBERT's."""
+
+    text: tuple[str, ...] = ()
+    """text conditions: embedded from the captions alone"""
+    image: tuple[str, ...] = ()
+    """image conditions: need the COCO images (stage `images`)"""
+    pairs: dict[str, PairSpec] = {}
+    """name -> the image and text condition probed together on grounded truth (T3)"""
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.text + self.image
+
+    def units(self, bow: bool = True) -> tuple[str, ...]:
+        """The probe suite's units (one DVC stage each): text conditions, bag of words, pairs."""
+        return self.text + (("bow",) if bow else ()) + tuple(self.pairs)
+
+
+def condition_sets(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) -> ConditionSets:
+    """The ``conditions`` section, checked: valid names, no repeats, each list holding
+    conditions of its kind, every pair naming listed conditions."""
     value = section(params, "conditions", path)
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise SettingsError(f"{path}: 'conditions' must be a list of condition names, got {value!r}")
-    bad = [c for c in value if not CONDITION_NAME.match(c)]
+    if isinstance(value, list):
+        raise SettingsError(
+            f"{path}: 'conditions' is a mapping {{text: [...], image: [...], pairs: {{...}}}} "
+            f"(got a list {value!r}): put text conditions under 'text', image ones under 'image'")
+    sets = validate(ConditionSets, value, "conditions", path)
+    names = sets.all
+    bad = [c for c in names if not CONDITION_NAME.match(c)]
     if bad:
         raise SettingsError(f"{path}: conditions: invalid names {bad} (lower-case letters, digits, _)")
-    dup = sorted({c for c in value if value.count(c) > 1})
+    dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
         raise SettingsError(f"{path}: conditions: listed more than once: {dup}")
-    return tuple(value)
+    for kind, wrong in (("text", [c for c in sets.text if is_image_condition(c)]),
+                        ("image", [c for c in sets.image if not is_image_condition(c)])):
+        if wrong:
+            other = "image" if kind == "text" else "text"
+            raise SettingsError(f"{path}: conditions.{kind}: {wrong} are {other} conditions: "
+                                f"move them to conditions.{other}")
+    for name, p in sets.pairs.items():
+        if not CONDITION_NAME.match(name) or name in names or name == "bow":
+            raise SettingsError(f"{path}: conditions.pairs: {name!r} must be a new name "
+                                "(lower-case letters, digits, _), not a condition's")
+        for kind, cond, listed in (("text", p.text, sets.text), ("image", p.image, sets.image)):
+            if cond not in listed:
+                raise SettingsError(f"{path}: conditions.pairs.{name}.{kind}: {cond} is not in "
+                                    f"conditions.{kind}: add it there or remove the pair")
+    return sets
+
+
+def conditions(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) -> tuple[str, ...]:
+    """Every embedding condition of the ``conditions`` section (text, then image)."""
+    return condition_sets(params, path).all
 
 
 # --------------------------------------------------------------------------- messages

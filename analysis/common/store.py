@@ -26,12 +26,13 @@ TEMPLATES_DIR = Path("data/templates")
 TEMPLATES_KEY = "templates/all"  # the controlled template set, embedded like a split
 IMAGES_DIR = Path("data/images")
 IMAGE_MANIFEST = Path("results/images/manifest.csv")
+# The manifest's unusable images (missing, corrupt) alone: what grounded-truth rows depend on, so
+# toggling an image condition changes it (and re-runs the text probes) only if an image is lacking
+IMAGE_UNUSABLE = Path("results/images/unusable.csv")
 EMBED_DIR = Path("results/embeddings")
 PROBES_DIR = Path("results/probes")
 REPLICATION_DIR = PROBES_DIR / "replication"
-SUITE_DIR = PROBES_DIR / "suite"
-OOF_DIR = SUITE_DIR / "oof"  # out-of-fold predictions, one parquet per task
-NULL_PATH = SUITE_DIR / "null.parquet"  # label-permutation null scores (optional)
+SUITE_DIR = PROBES_DIR / "suite"  # one folder per unit (a DVC stage each): SuiteUnit
 STATS_DIR = Path("results/stats")
 RSA_DIR = Path("results/rsa")
 RUNTIMES_DIR = Path("results/runtimes")  # per-stage wall time (not compared by `verify`)
@@ -46,7 +47,7 @@ VSR_COLUMNS = ["row_id", "line", "image", "image_link", "caption", "label", "rel
                "object", "parsed", "meta_category", "annotator_id", "reference_frame"]
 TEMPLATE_EXTRA = ["pair_id", "order"]
 
-# Out-of-fold predictions of the probe suite (results/probes/suite/oof/<task>.parquet): one row
+# Out-of-fold predictions of the probe suite (results/probes/suite/<unit>/oof/<task>.parquet): one row
 # per (task, condition, layer, target, repeat, row); layer -1 is the primary view.
 OOF_COLUMNS = ["task", "condition", "layer", "target", "repeat", "row_id", "group", "fold",
                "y_true", "y_pred", "score", "C"]
@@ -208,6 +209,100 @@ def available_conditions(variant: str, split: str, root: Path = EMBED_DIR) -> li
         return []
     return sorted(p.name for p in root.iterdir()
                   if (embedding_dir(p.name, variant, split, root) / "meta.json").exists())
+
+
+# --------------------------------------------------------------------------- probe suite
+
+
+@dataclass(frozen=True)
+class SuiteUnit:
+    """One unit of the probe suite (a text condition, ``bow``, or an image/text pair): its own
+    DVC stage and folder ``results/probes/suite/<unit>/``, so a condition's probes re-run only
+    when its own inputs change."""
+
+    name: str
+    root: Path = SUITE_DIR
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def oof_dir(self) -> Path:  # out-of-fold predictions, one parquet per task
+        return self.dir / "oof"
+
+    @property
+    def null_path(self) -> Path:  # label-permutation null scores (optional)
+        return self.dir / "null.parquet"
+
+    @property
+    def scores_path(self) -> Path:
+        return self.dir / "scores.csv"
+
+
+def suite_units(names: list[str] | tuple[str, ...], root: Path = SUITE_DIR) -> list[SuiteUnit]:
+    """The units of ``names`` (the selected conditions' units) whose output exists; a selected
+    unit without output is an error naming its stage. Folders of units no longer selected
+    (DVC keeps a removed stage's outputs) are not read."""
+    units = [SuiteUnit(n, root) for n in names]
+    absent = [u.name for u in units if not u.scores_path.exists()]
+    if absent:
+        raise FileNotFoundError(f"probe suite units without output in {root}: {absent}; run "
+                                "their stages first (dvc repro probe_suite probe_suite_bow "
+                                "probe_suite_pairs)")
+    return units
+
+
+def read_suite_scores(units: list[SuiteUnit]) -> pd.DataFrame:
+    """Every unit's ``scores.csv`` as one table."""
+    return pd.concat([pd.read_csv(u.scores_path) for u in units], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image_manifest(path: Path = IMAGE_MANIFEST) -> pd.DataFrame:
+    """The images stage's manifest: one row per image with its path and status (ok, missing,
+    corrupt)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the 'images' stage first (dvc repro images)")
+    manifest = pd.read_csv(path, dtype={"image": str, "path": str, "status": str, "error": str})
+    missing = {"image", "path", "status"} - set(manifest.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    return manifest
+
+
+def image_rows(table: pd.DataFrame, manifest: pd.DataFrame) -> tuple[np.ndarray, list[str], list[dict]]:
+    """Which rows have a usable image: (keep mask, image path per kept row, excluded entries).
+    Rows whose image is not ``ok`` in the manifest, or absent from it, are excluded with a reason."""
+    by_image = manifest.drop_duplicates("image").set_index("image")
+    status = table["image"].map(by_image["status"])
+    keep = (status == "ok").to_numpy()
+    errors = table["image"].map(by_image["error"]) if "error" in by_image else pd.Series(None, index=table.index)
+    excluded = []
+    for row_id, image, st, err in zip(table["row_id"][~keep], table["image"][~keep], status[~keep], errors[~keep]):
+        if not isinstance(st, str):
+            reason = "not in images manifest"
+        else:
+            reason = f"image {st}" + (f": {err}" if isinstance(err, str) and err else "")
+        excluded.append({"row_id": str(row_id), "image": str(image), "reason": reason})
+    paths = table["image"][keep].map(by_image["path"]).astype(str).tolist()
+    return keep, paths, excluded
+
+
+
+def unusable_images(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest's images that are not usable (``IMAGE_UNUSABLE``)."""
+    return manifest.loc[manifest["status"] != "ok", ["image", "status", "error"]]
+
+
+def t3_row_mask(table: pd.DataFrame, unusable: pd.DataFrame | None) -> np.ndarray:
+    """Rows the grounded-truth probes use, the same for every condition: those whose image is
+    not unusable (every row when no image condition ran)."""
+    if unusable is None or unusable.empty:
+        return np.ones(len(table), dtype=bool)
+    return ~table["image"].isin(set(unusable["image"])).to_numpy()
 
 
 # --------------------------------------------------------------------------- alignment

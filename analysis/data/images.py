@@ -35,7 +35,7 @@ from analysis.common.cli import stage_parser
 from analysis.data.download import DownloadError, fetch
 from analysis.common.io import read_json, sha256_file, write_csv, write_json
 from analysis.common.errors import UserError
-from analysis.common.params import Settings, conditions as read_conditions, load_params, stage_settings
+from analysis.common.params import Settings, condition_sets, load_params, stage_settings
 
 log = logging.getLogger("images")
 
@@ -346,10 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser("images", __doc__.splitlines()[0]).parse_args(argv)
     params = load_params(args.params)
     cfg = stage_settings(ImagesSettings, params, "images", args.params)
-    conditions = read_conditions(params, args.params)
+    conditions = condition_sets(params, args.params).image
     if not needs_images(conditions):
         store.IMAGES_DIR.mkdir(parents=True, exist_ok=True)
         write_csv(store.IMAGE_MANIFEST, build_manifest([]))
+        write_csv(store.IMAGE_UNUSABLE, store.unusable_images(build_manifest([])))
         log.info("no image condition selected (conditions: %s): skipped; wrote the header-only "
                  "%s", ", ".join(conditions) or "none", store.IMAGE_MANIFEST)
         return 0
@@ -360,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d distinct images over %s", len(links), ", ".join(splits))
     manifest = build_manifest(acquire(links, cfg, args.params))
     write_csv(store.IMAGE_MANIFEST, manifest)
+    write_csv(store.IMAGE_UNUSABLE, store.unusable_images(manifest))
     report(manifest)
     counts = summarize(manifest)
     log.info("summary: %d ok, %d missing, %d corrupt (of %d); manifest %s", counts["ok"],

@@ -27,8 +27,9 @@ from analysis.common.io import replace_dir, sha256_file
 from analysis.common.params import Settings, load_params, stage_settings
 from analysis.embed import encoders
 from analysis.embed.encoders import ModelSpec
-from analysis.common.store import (EMBED_DIR, IMAGE_MANIFEST, TEMPLATES_KEY, load_split, parse_split_key,
-                            raw_split_path, save_embeddings, table_path)
+from analysis.common.store import (EMBED_DIR, IMAGE_MANIFEST, TEMPLATES_KEY, image_rows, load_split,
+                                   parse_split_key, raw_split_path, read_image_manifest,
+                                   save_embeddings, table_path)
 
 log = logging.getLogger("embed")
 
@@ -129,24 +130,6 @@ def parse_condition(name: str, models: ModelsSettings) -> Condition:
     return Condition(name, *BASE[m.group(1)], random_seed=seed)
 
 
-def image_rows(table: pd.DataFrame, manifest: pd.DataFrame) -> tuple[np.ndarray, list[str], list[dict]]:
-    """Which rows have a usable image: (keep mask, image path per kept row, excluded entries).
-    Rows whose image is not ``ok`` in the manifest, or absent from it, are excluded with a reason."""
-    by_image = manifest.drop_duplicates("image").set_index("image")
-    status = table["image"].map(by_image["status"])
-    keep = (status == "ok").to_numpy()
-    errors = table["image"].map(by_image["error"]) if "error" in by_image else pd.Series(None, index=table.index)
-    excluded = []
-    for row_id, image, st, err in zip(table["row_id"][~keep], table["image"][~keep], status[~keep], errors[~keep]):
-        if not isinstance(st, str):
-            reason = "not in images manifest"
-        else:
-            reason = f"image {st}" + (f": {err}" if isinstance(err, str) and err else "")
-        excluded.append({"row_id": str(row_id), "image": str(image), "reason": reason})
-    paths = table["image"][keep].map(by_image["path"]).astype(str).tolist()
-    return keep, paths, excluded
-
-
 def dataset_checksum(variant: str, split: str) -> tuple[str, str]:
     """sha256 of the verified raw JSONL where it exists, else of the normalized table."""
     raw = raw_split_path(variant, split)
@@ -218,16 +201,6 @@ def pick_dtype(setting: str, device: str, cond: Condition, enc: Any, captions: l
     return encoders.choose_half(enc, probe)
 
 
-def _read_manifest(path: Path = IMAGE_MANIFEST) -> pd.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the 'images' stage first (dvc repro images)")
-    manifest = pd.read_csv(path, dtype={"image": str, "path": str, "status": str, "error": str})
-    missing = {"image", "path", "status"} - set(manifest.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-    return manifest
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("embed", __doc__)
     parser.add_argument("--condition", required=True, help=f"one of {', '.join(CONDITION_NAMES)}")
@@ -253,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if not plan:
         log.warning("%s: no splits to embed", cond.name)
         return 0
-    manifest = _read_manifest() if cond.needs_images else None
+    manifest = read_image_manifest() if cond.needs_images else None
 
     device = pick_device(cfg.device, EMBED_DEVICES)
     enc = build_encoder(cond, models, cfg, device)

@@ -18,6 +18,7 @@ writes (`write`, `main`).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +48,10 @@ RSA_DIR = store.RSA_DIR
 
 class RsaSettings(Settings):
     """Section `rsa`."""
+
+    extra_seeds: bool = False
+    """also the random twins' extra seeds (``<name>_random_s<N>``): every pair of conditions is
+    compared, so each adds a row and a column of comparisons; by default seed 0 only"""
 
     variant: str
     """VSR captions: each split of this variant separately"""
@@ -255,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser("rsa", __doc__.splitlines()[0]).parse_args(argv)
     params = load_params(args.params)
     cfg = stage_settings(RsaSettings, params, "rsa", args.params)
-    conditions = list(read_conditions(params, args.params))
+    conditions = [c for c in read_conditions(params, args.params)
+                  if cfg.extra_seeds or not re.search(r"_random_s\d+$", c)]
     meta, _ = load_meta_categories()
     write(run(cfg, lambda key: load_stimuli(key, conditions), meta))
     return 0

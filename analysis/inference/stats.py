@@ -1,5 +1,5 @@
 """Stage `stats`: confidence intervals, paired tests and contrasts from the probe suite's
-out-of-fold predictions (``results/probes/suite/oof/*.parquet``).
+out-of-fold predictions (``results/probes/suite/<unit>/oof/*.parquet``, every selected unit).
 
 For every probe (task, condition, layer, target): macro F1 / AUPRC / accuracy with grouped,
 stratified bootstrap CIs and chance levels; for every pair of conditions: the paired difference
@@ -11,6 +11,7 @@ horizontal); selectivity (task − control task). Missing conditions are reporte
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import zlib
 from dataclasses import dataclass
@@ -22,18 +23,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
+from statsmodels.stats.multitest import multipletests
 from tqdm import tqdm
 
+from analysis.inference import confirmatory as C
 from analysis.inference import resampling as stats
 from analysis.common import store
 from analysis.common.cli import stage_parser
 from analysis.common.io import replace_dir, write_csv, write_json
-from analysis.common.params import Settings, load_params, stage_settings
+from analysis.common.params import Settings, condition_sets, load_params, stage_settings
 
 log = logging.getLogger("stats")
 
-OOF_DIR = store.OOF_DIR
-NULL_PATH = store.NULL_PATH  # optional: label-permutation null scores
 STATS_DIR = store.STATS_DIR
 METRICS_PATH = store.STATS_METRICS
 
@@ -88,6 +89,22 @@ class HeadlineSettings(Settings):
     """task whose per-relation scores `dvc plots show` draws (results/stats/plots/relations.csv)"""
 
 
+class ConfirmatorySettings(Settings):
+    """The pre-registered primary analysis (paper/preregistration.md; a test keeps the two
+    equal): the training contrast on the matched task (`analysis/inference/confirmatory.py`)."""
+
+    task: str = "M_polarity"
+    grounded: str = "clip_text"
+    distributional: str = "sbert"
+    axes: tuple[str, ...] = ("vertical", "horizontal", "depth")
+    asymmetry: tuple[str, str] = ("vertical", "horizontal")
+    ci: float = 0.95
+    alpha: float = 0.05
+    """two-sided level of the primary test"""
+    min_seeds: int = 5
+    """random-weight seeds each architecture needs before the contrast is computed"""
+
+
 class StatsSettings(Settings):
     """Section `stats`."""
 
@@ -110,6 +127,7 @@ class StatsSettings(Settings):
     condition_order: tuple[str, ...]
     asymmetry: AsymmetrySettings
     headline: HeadlineSettings = HeadlineSettings()
+    confirmatory: ConfirmatorySettings | None = None
 
     @property
     def level(self) -> float:
@@ -155,12 +173,27 @@ class StatsSettings(Settings):
 # reading OOF predictions
 
 
-def oof_files(oof_dir: Path = OOF_DIR) -> list[Path]:
-    files = sorted(Path(oof_dir).glob("*.parquet"))
+def oof_files(units: list[store.SuiteUnit]) -> list[Path]:
+    """Every unit's OOF files (one per task; `bundles` groups a task's files across units)."""
+    files = sorted((p for u in units for p in u.oof_dir.glob("*.parquet")),
+                   key=lambda p: (p.stem, p.parent.parent.name))
     if not files:
-        raise FileNotFoundError(f"no OOF predictions in {oof_dir}: run the 'probe_suite' stage first "
-                                f"(dvc repro probe_suite)")
+        raise FileNotFoundError(f"no OOF predictions in {store.SUITE_DIR}/*/oof: run the probe "
+                                "suite's stages first (dvc repro probe_suite)")
     return files
+
+
+def read_nulls(units: list[store.SuiteUnit]) -> pd.DataFrame | None:
+    """The units' label-permutation null scores (optional files), as one table."""
+    parts = []
+    for u in units:
+        if u.null_path.exists():
+            null = pd.read_parquet(u.null_path)
+            absent = [c for c in NULL_COLUMNS if c not in null.columns]
+            if absent:
+                raise ValueError(f"{u.null_path}: missing columns {absent} (expected {list(NULL_COLUMNS)})")
+            parts.append(null)
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def bundles(files: list[Path]) -> list[list[Path]]:
@@ -173,11 +206,11 @@ def bundles(files: list[Path]) -> list[list[Path]]:
 
 
 def read_oof(paths: Path | list[Path]) -> pd.DataFrame:
-    """OOF files (a directory: all of them), checked against the contract in ARCHITECTURE.md.
+    """OOF files (a directory: every parquet in it), checked against the contract in ARCHITECTURE.md.
     Only the columns statistics need are loaded, strings as categoricals sharing one coding
     across the files (layer-wise OOF tables run to millions of rows)."""
     if not isinstance(paths, list):
-        paths = oof_files(paths) if Path(paths).is_dir() or not Path(paths).exists() else [Path(paths)]
+        paths = sorted(Path(paths).glob("*.parquet")) if Path(paths).is_dir() else [Path(paths)]
     frames = []
     for path in paths:
         try:
@@ -646,27 +679,68 @@ def run(families: Iterable[pd.DataFrame], cfg: StatsSettings, relations: pd.Data
     return {name: tidy(df) for name, df in out.items()}, missing, summary
 
 
+def confirmatory_tables(files: list[Path], relations: pd.DataFrame, units: list[store.SuiteUnit],
+                        cfg: ConfirmatorySettings) -> dict[str, pd.DataFrame]:
+    """The pre-registered contrast (or why it is not computed), each encoder's own training
+    effect where its rows exist, and the per-split table of the matched task."""
+    paths = [f for f in files if f.stem == cfg.task]
+    oof = pd.concat([pd.read_parquet(f) for f in paths], ignore_index=True) if paths else pd.DataFrame(
+        columns=store.OOF_COLUMNS)
+    rows = C.matched_rows(oof, relations, cfg.task)
+    out, status = [], []
+    for enc in (cfg.distributional, cfg.grounded):
+        conds = sorted({c for c in rows["condition"] if C.twin(c, enc)})
+        seeds = [c for c in conds if C.twin(c, enc) == "random"]
+        if enc not in conds or not seeds:
+            status.append(f"{enc}: {'no rows' if enc not in conds else 'no random-weight twin'}")
+            continue
+        out += C.training_effects(rows, enc, cfg.axes, cfg.ci)
+        if len(seeds) < cfg.min_seeds:
+            status.append(f"{enc}: {len(seeds)} random-weight seeds, the pre-registration asks "
+                          f"for {cfg.min_seeds}")
+    table = C.contrasts_table(out).assign(analysis="exploratory: one encoder's training effect")
+    if not status:
+        primary = C.contrasts_table(C.training_contrasts(rows, cfg.grounded, cfg.distributional,
+                                                         cfg.axes, cfg.asymmetry, cfg.ci))
+        primary["analysis"] = np.where(primary["name"] == "mean over axes", "primary (pre-registered)",
+                                       "secondary (pre-registered)")
+        second = primary["analysis"].str.startswith("secondary")  # Holm across the secondary four
+        primary.loc[second, "p_holm"] = multipletests(primary.loc[second, "p_value"], method="holm")[1]
+        primary = primary.sort_values("analysis", kind="stable")  # primary, then secondary
+        table = pd.concat([primary, table], ignore_index=True)
+    if "p_holm" not in table:
+        table["p_holm"] = np.nan
+    table["status"] = "; ".join(status) if status else "computed"
+    info = {}
+    for u in units:
+        rep = u.dir / "report.json"
+        t2 = json.loads(rep.read_text()).get("t2", {}) if rep.exists() else {}
+        for key, val in t2.items():
+            if key.startswith(f"{cfg.task}:"):
+                for sp in val.get("splits", []):
+                    info[(key.split(":", 1)[1], sp["split"])] = " / ".join(
+                        sorted(w for p in sp["train_pairs"] for w in p))  # as test_pair
+    splits = (rows.groupby(["condition", "axis", "repeat", "cluster"])["correct"]
+              .agg(n="size", accuracy="mean").reset_index()
+              .rename(columns={"repeat": "split", "cluster": "test_pair"}))
+    splits.insert(3, "train_pair", [info.get((a, r), "") for a, r in zip(splits["axis"], splits["split"])])
+    return {"confirmatory": table, "matched_splits": splits}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("stats", __doc__.splitlines()[0]).parse_args(argv)
     params = load_params(args.params)
     cfg = stage_settings(StatsSettings, params, "stats", args.params)
-    files = oof_files()
-    null = None
-    if NULL_PATH.exists():
-        null = pd.read_parquet(NULL_PATH)
-        absent = [c for c in NULL_COLUMNS if c not in null.columns]
-        if absent:
-            raise ValueError(f"{NULL_PATH}: missing columns {absent} (expected {list(NULL_COLUMNS)})")
-    else:
-        log.warning("%s not found: score p-values (label-permutation null) left empty", NULL_PATH)
+    units = store.suite_units(condition_sets(params, args.params).units())
+    files = oof_files(units)
+    null = read_nulls(units)
+    if null is None:
+        log.warning("no null.parquet in the suite's units: score p-values (label-permutation "
+                    "null) left empty")
     row_ids = np.unique(np.concatenate([pq.read_table(f, columns=["row_id"]).column(0).unique()
                                         .to_numpy(zero_copy_only=False).astype(str) for f in files]))
     relations, unloaded = relation_table(row_ids)
-    scores_path = store.SUITE_DIR / "scores.csv"
-    if not scores_path.exists():
-        raise FileNotFoundError(f"{scores_path} not found: run the 'probe_suite' stage first "
-                                "(its chance levels are the ones every table reports)")
-    suite_scores = pd.read_csv(scores_path)
+    suite_scores = store.read_suite_scores(units)
     tables, missing, summary = run((read_oof(paths) for paths in bundles(files)), cfg, relations,
                                    null, suite_scores)
     missing += [f"meta-categories: VSR table not loaded for {m}" for m in unloaded]
@@ -678,8 +752,13 @@ def main(argv: list[str] | None = None) -> int:
             log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
         for name, df in plot_tables(tables["scores"], tables["asymmetry"], cfg).items():
             write_csv(out / PLOTS_DIR / f"{name}.csv", df)
+        if cfg.confirmatory is not None:
+            for name, df in confirmatory_tables(files, relations, units, cfg.confirmatory).items():
+                write_csv(out / f"{name}.csv", df)
+                log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
         write_json(out / "report.json", {
-            "missing": missing, **summary, "null_scores": NULL_PATH.exists(),
+            "missing": missing, **summary, "null_scores": null is not None,
+            "units": [u.name for u in units],
             "settings": cfg.model_dump(mode="json")})
     write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"],
                                       missing, cfg))

@@ -154,16 +154,20 @@ def balanced_pair_sides(pair_groups: np.ndarray, is_train: np.ndarray, is_test: 
 
 def word_split(words: np.ndarray, held_out: dict[str, str], classes: dict[str, list[str]],
                pair_groups: np.ndarray, *, inner_splits: int, y: np.ndarray, seed: int,
-               where: str = "words") -> tuple[Fold, dict]:
+               where: str = "words", train_words: set[str] | None = None) -> tuple[Fold, dict]:
     """Train on rows of the non-held-out words, test on rows of the held-out words, with every
     noun pair on one side only (`balanced_pair_sides`), so neither a word nor a noun pair is
     seen in training and test. Inner CV (choosing C) is grouped by noun pair, the same way for
-    every axis. Returns the fold and what the split kept and dropped (counted, reported)."""
+    every axis. ``train_words``: train on these words only (default: every other word).
+    Returns the fold and what the split kept and dropped (counted, reported)."""
     words = np.asarray(words)
     test_words = set(held_out.values())
     all_words = {w for ws in classes.values() for w in ws}
+    train_set = (all_words - test_words) if train_words is None else set(train_words)
+    if train_set & test_words:
+        raise ValueError(f"{where}: words {sorted(train_set & test_words)} both trained and tested")
     is_test = np.isin(words, list(test_words))
-    is_train = np.isin(words, list(all_words - test_words))
+    is_train = np.isin(words, list(train_set))
     to_test = balanced_pair_sides(pair_groups, is_train, is_test)
     train = np.flatnonzero(is_train & ~to_test)
     test = np.flatnonzero(is_test & to_test)
@@ -175,7 +179,7 @@ def word_split(words: np.ndarray, held_out: dict[str, str], classes: dict[str, l
     inner = [(train[a], train[b]) for a, b in
              grouped_kfold(y[train], pair_groups[train], inner_splits, seed, f"{where} inner")]
     info = {"held_out": dict(held_out),
-            "train_words": sorted(all_words - test_words),
+            "train_words": sorted(train_set),
             "train_rows": int(len(train)), "test_rows": int(len(test)),
             "train_rows_dropped": int((is_train & to_test).sum()),
             "test_rows_dropped": int((is_test & ~to_test).sum())}

@@ -7,6 +7,11 @@ and point-estimate scores (``scores.csv``); the `stats` stage adds CIs and paire
 Every fit (inner and outer) standardizes its features with the mean and sd of its own training
 rows, and the bag-of-words probes keep the n-grams in ``bow.min_df`` of their training rows
 (`features.fold_scale`; the global standardization here only conditions the solver).
+The stage runs one *unit* at a time (``--unit NAME``, one DVC stage each): a text condition
+(T1, T2, caption-only T3, its layers), ``bow``, or an image/text pair of ``conditions.pairs``
+(grounded T3); each writes ``results/probes/suite/<unit>/`` and `stats` reads them together.
+Grounded-truth rows are the same for every unit: those with a usable image in the images
+manifest (`store.t3_row_mask` on ``results/images/unusable.csv``), so units can be compared row for row.
 Settings: `analysis/probes/settings.py`; tasks and folds: `tasks.py`, `folds.py`; the nested CV
 and the solver: `nested_cv.py`, `engine.py`. This module loads (`SuiteData`), orchestrates
 (`run_suite`) and writes (`main`).
@@ -26,16 +31,29 @@ from tqdm import tqdm
 from analysis.common import store
 from analysis.common.cli import note_runtime_parts, stage_parser
 from analysis.common.io import replace_dir, write_csv, write_json, write_parquet
-from analysis.common.params import load_params, stage_settings
+from analysis.common.errors import UserError
+from analysis.common.params import CONDITION_NAME, condition_sets, load_params, stage_settings
 from analysis.common.store import OOF_COLUMNS, TIDY_COLUMNS
 from analysis.probes.features import bow_features, cosine, interaction, standardize
 from analysis.probes.nested_cv import engine_options, run_problems, zeroshot_oof
-from analysis.probes.settings import PairSpec, SuiteSettings
-from analysis.probes.tasks import Problem, t1_problems, t2_problems, t3_holdout_problems, t3_problems
+from analysis.probes.settings import SuiteSettings
+from analysis.probes.tasks import (Problem, matched_problems, t1_problems, t2_problems,
+                                   t3_holdout_problems, t3_problems)
 
 log = logging.getLogger("probe_suite")
 
 SUITE_DIR = store.SUITE_DIR
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A named image/text pair (``conditions.pairs``) for the grounded truth probes."""
+
+    name: str
+    text: str
+    image: str
+    text_view: str | None = None
+    image_view: str | None = None
 
 
 # --------------------------------------------------------------------------- inputs
@@ -47,6 +65,7 @@ class SuiteData:
 
     embed_root: Path = store.EMBED_DIR
     vsr_root: Path = store.VSR_DIR
+    unusable_path: Path = store.IMAGE_UNUSABLE
 
     def table(self, variant: str, split: str) -> pd.DataFrame:
         return store.load_split(variant, split, self.vsr_root)
@@ -59,6 +78,13 @@ class SuiteData:
         """(vectors in the table's row order, which table rows they cover)."""
         emb = store.load_embeddings(condition, variant, split, view=view, root=self.embed_root)
         return store.in_table_order(emb, table, f"{condition} {variant}/{split}", layered=layered)
+
+    def t3_rows(self, table: pd.DataFrame) -> np.ndarray:
+        """Grounded-truth rows of ``table`` (`store.t3_row_mask`): with a usable image."""
+        if not self.unusable_path.exists():
+            raise FileNotFoundError(f"{self.unusable_path} not found: run the 'images' stage "
+                                    "first (dvc repro images)")
+        return store.t3_row_mask(table, pd.read_csv(self.unusable_path, dtype=str))
 
     def has_layers(self, condition: str, variant: str, split: str) -> bool:
         return store.has_view(condition, variant, split, store.LAYERS_VIEW, self.embed_root)
@@ -117,7 +143,7 @@ def probe_text(c: Collected, feats: dict[str, np.ndarray], t1: list[Problem], t2
             log.info("%s: %s in %.0fs", cond, name, c.time(f"{cond}:{name}", start))
 
 
-def probe_pairs(c: Collected, pairs: list[PairSpec], pair_feats: dict, t3: list[Problem],
+def probe_pairs(c: Collected, pairs: list[Pair], pair_feats: dict, t3: list[Problem],
                 t3_idx: np.ndarray, t3_ids: np.ndarray, cfg: SuiteSettings, eng: dict,
                 permute: list[str]) -> None:
     """Grounded T3 per image/text pair: image only, concatenation, interaction, zero-shot."""
@@ -131,7 +157,7 @@ def probe_pairs(c: Collected, pairs: list[PairSpec], pair_feats: dict, t3: list[
         c.time(p.name, start)
 
 
-def holdout_features(data: SuiteData, cfg: SuiteSettings, text: list[str], pairs: list[PairSpec],
+def holdout_features(data: SuiteData, cfg: SuiteSettings, text: list[str], pairs: list[Pair],
                      variant: str, tabs: list[pd.DataFrame]) -> dict:
     """name -> [(features tuple, covered) for train, test]; text conditions give (X,), pairs
     (image, text). Conditions lacking either split are left out with a warning."""
@@ -153,18 +179,27 @@ def holdout_features(data: SuiteData, cfg: SuiteSettings, text: list[str], pairs
 
 
 def probe_holdout(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, text: list[str],
-                  pairs: list[PairSpec]) -> None:
+                  pairs: list[Pair]) -> None:
     """T3 trained on a variant's train split and tested on its test split."""
     t3_text = cfg.t3.text_conditions
     for hv in cfg.t3.holdout:
         start = time.perf_counter()
         tabs = [data.table(hv, s) for s in ("train", "test")]
         cond_text = [x for x in text if t3_text is None or x in t3_text or x == "bow"]
+        if not cond_text and not pairs:
+            return
         sets = holdout_features(data, cfg, cond_text, pairs, hv, tabs)
         if not sets:
             log.warning("T3 holdout on %s: no condition has train and test embeddings", hv)
             continue
         keep = [np.logical_and.reduce([v[k][1] for v in sets.values()]) for k in range(2)]
+        images = [data.t3_rows(tab) for tab in tabs]
+        short = [f"{name} {s}: {int((images[k] & ~v[k][1]).sum())} rows" for name, v in sets.items()
+                 for k, s in enumerate(("train", "test")) if (images[k] & ~v[k][1]).any()]
+        if short:
+            raise ValueError(f"T3 holdout on {hv}: embeddings lack rows whose image is usable "
+                             f"({'; '.join(short)}): re-run their embed stages")
+        keep = [k & m for k, m in zip(keep, images)]
         tr_k, te_k = (tab[m].reset_index(drop=True) for tab, m in zip(tabs, keep))
         probs = t3_holdout_problems(tr_k, te_k, cfg.t3, cfg.cv, f"T3_holdout_{hv}")
         ids = np.r_[tr_k["row_id"].to_numpy(), te_k["row_id"].to_numpy()]
@@ -186,7 +221,7 @@ def probe_holdout(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, 
 
 
 def probe_layers(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, table: pd.DataFrame,
-                 text: list[str], pairs: list[PairSpec], pair_feats: dict, t3_table: pd.DataFrame,
+                 text: list[str], pairs: list[Pair], pair_feats: dict, t3_table: pd.DataFrame,
                  t3_idx: np.ndarray, t3_ids: np.ndarray) -> list[str]:
     """Layer-wise probes with the cheaper CV of `layers`: T1/T2 on every hidden layer of the
     text conditions, and T3 on [image-tower layer; caption text embedding] per layer. Returns
@@ -230,8 +265,11 @@ def probe_layers(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, t
 # --------------------------------------------------------------------------- the suite
 
 
-def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
-    """Every task on every condition present; returns (oof by task, scores, nulls, report)."""
+def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str] | tuple = (),
+              pairs: list[Pair] | tuple = (), bow: bool = False):
+    """Every task on the given units: text conditions ``text``, image/text ``pairs`` and, with
+    ``bow``, bag of words (``cfg.bow``); returns (oof by task, scores, nulls, report). A unit
+    without embeddings on the suite's split is an error naming it."""
     data = data or SuiteData()
     eng = engine_options(cfg.engine)
     cv = cfg.cv
@@ -240,15 +278,11 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
     row_ids = table["row_id"].to_numpy()
     present = data.present(variant, split)
     report: dict = {"variant": variant, "split": split, "rows": len(table)}
-    text = [x for x in cfg.text_conditions if x in present]
-    missing = [x for x in cfg.text_conditions if x not in present]
-    pairs = [p for p in cfg.t3.pairs if p.text in present and p.image in present]
-    missing += sorted({x for p in cfg.t3.pairs if p not in pairs for x in (p.text, p.image)
-                       if x not in present})
-    report["missing_conditions"] = list(dict.fromkeys(missing))
-    if report["missing_conditions"]:
-        log.warning("conditions without embeddings on %s/%s (left out): %s", variant, split,
-                    report["missing_conditions"])
+    text, pairs = list(text), list(pairs)
+    missing = [x for x in [*text, *(c for p in pairs for c in (p.text, p.image))] if x not in present]
+    if missing:
+        raise UserError(f"no embeddings of {sorted(set(missing))} on {variant}/{split} in "
+                        f"{data.embed_root}: run their embed stages first (dvc repro embed)")
     permute = list(cfg.permutation.targets) if cfg.permutation.n > 0 else []
 
     feats: dict[str, np.ndarray] = {}
@@ -259,7 +293,7 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
                              f"{variant}/{split}, e.g. {row_ids[~covered][:3].tolist()}")
         feats[cond] = standardize(X)
     bow_occurs = None
-    if cfg.bow.enabled:
+    if bow and cfg.bow.enabled:
         counts, bow_occurs = bow_features(table["caption"].tolist(), cfg.bow.min_df)
         feats["bow"] = standardize(counts)
 
@@ -267,23 +301,30 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
     if cfg.t1.control:
         t1 += t1_problems(table, cfg.t1, cv, control_seed=cfg.t1.control_seed, ovr=cfg.t1.control_ovr)
     t2 = t2_problems(table, cfg.t2, cv)
+    if cfg.matched is not None:  # the pre-registered matched polarity task, beside T2
+        t2 += matched_problems(table, cfg.matched, cv)
     report["t1_unparsed_noun_pairs"] = t1[0].info["unparsed_noun_pairs"]
     report["t2"] = {f"{p.task}:{p.target}": p.info for p in t2}
 
-    # T3 rows: those every T3 feature set covers, so conditions are compared on identical rows
+    # T3 rows: those with a usable image, the same for every unit (compared row for row)
     pair_feats = {}
-    t3_mask = np.ones(len(table), dtype=bool)
+    t3_mask = data.t3_rows(table)
     for p in pairs:
         i, ci = data.vectors(p.image, variant, split, p.image_view, table)
         t, ct = data.vectors(p.text, variant, split, p.text_view, table)
+        lack = t3_mask & ~(ci & ct)
+        if lack.any():
+            raise ValueError(f"pair {p.name}: {p.image}/{p.text} embeddings lack {int(lack.sum())} "
+                             f"rows of {variant}/{split} whose image is usable, e.g. "
+                             f"{row_ids[lack][:3].tolist()}: re-run their embed stages")
         pair_feats[p.name] = (i, t)
-        t3_mask &= ci & ct
     report["t3_rows_excluded_missing_image"] = int((~t3_mask).sum())
     t3_table = table[t3_mask].reset_index(drop=True)
     t3_idx = np.flatnonzero(t3_mask)
     t3 = t3_problems(t3_table, cfg.t3, cv)
     t3_ids = t3_table["row_id"].to_numpy()
-    if t3:
+    if t3 and (pairs or (bow and cfg.bow.enabled) or any(
+            cfg.t3.text_conditions is None or x in cfg.t3.text_conditions for x in text)):
         report["t3_grouping"] = t3[0].info
 
     c = Collected()
@@ -295,6 +336,8 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
     log.info("probe suite parts (seconds): %s", c.timings)
     note_runtime_parts(c.timings)  # to results/runtimes/probe_suite.json, not the hashed outputs
 
+    if not c.scores:
+        return {}, pd.DataFrame(columns=TIDY_COLUMNS), pd.DataFrame(), report
     oof = pd.concat(c.oofs, ignore_index=True)
     sc = pd.concat(c.scores, ignore_index=True)
     for col in ("ci_low", "ci_high", "p_value", "p_holm", "p_bh"):
@@ -307,18 +350,38 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None):
     return {t: g.reset_index(drop=True)[OOF_COLUMNS] for t, g in oof.groupby("task")}, sc, null, report
 
 
+def unit_args(unit: str, params: dict, path) -> dict:
+    """``run_suite``'s arguments for ``--unit NAME``: ``bow``, a pair of ``conditions.pairs``
+    (the only part of ``conditions`` a unit reads), else a text condition."""
+    if unit == "bow":
+        return {"bow": True}
+    sets = condition_sets(params, path)
+    if unit in sets.pairs:
+        p = sets.pairs[unit]
+        return {"pairs": [Pair(unit, p.text, p.image, p.text_view, p.image_view)]}
+    if store.is_image_condition(unit) or not CONDITION_NAME.match(unit):
+        raise UserError(f"--unit {unit!r}: not a text condition, 'bow' or a pair of "
+                        f"conditions.pairs {list(sets.pairs)} in {path}")
+    return {"text": [unit]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("probe_suite", __doc__.splitlines()[0])
+    parser.add_argument("--unit", required=True,
+                        help="a text condition, 'bow', or a pair of conditions.pairs")
     args = parser.parse_args(argv)
-    cfg = stage_settings(SuiteSettings, load_params(args.params), "probe_suite", args.params)
-    oof, scores, null, report = run_suite(cfg)
-    with replace_dir(SUITE_DIR) as out:  # the whole folder at once: no stale OOF or null file
+    params = load_params(args.params)
+    cfg = stage_settings(SuiteSettings, params, "probe_suite", args.params)
+    unit = store.SuiteUnit(args.unit, SUITE_DIR)
+    oof, scores, null, report = run_suite(cfg, **unit_args(args.unit, params, args.params))
+    report["unit"] = args.unit
+    with replace_dir(unit.dir) as out:  # the unit's whole folder at once: no stale OOF or null file
         for task, df in oof.items():
             write_parquet(out / "oof" / f"{task}.parquet", df)
-        write_csv(out / "scores.csv", scores)
+        write_csv(out / unit.scores_path.name, scores)
         if len(null):
-            write_parquet(out / store.NULL_PATH.name, null)
+            write_parquet(out / unit.null_path.name, null)
         write_json(out / "report.json", report)
-    log.info("probe suite: %d score rows, %d OOF rows over %d tasks", len(scores),
+    log.info("probe suite %s: %d score rows, %d OOF rows over %d tasks", args.unit, len(scores),
              sum(len(d) for d in oof.values()), len(oof))
     return 0

@@ -97,15 +97,26 @@ class T2Settings(Settings):
     """axis -> pole -> relation words"""
 
 
-class PairSpec(Settings):
-    """An image/text pair for the grounded truth probe's image, concat, interaction and
-    zero-shot feature sets."""
+class MatchedSettings(Settings):
+    """Matched polarity (task ``M_polarity``, pre-registered in paper/preregistration.md): per
+    axis, antonym pairs of one form; a probe trains on ``train_pairs`` whole pairs and is tested
+    on another whole pair, every rotation, so train and test never cross forms."""
 
-    name: str
-    text: str
-    text_view: str | None = None
-    image: str
-    image_view: str | None = None
+    pairs: dict[str, tuple[tuple[str, str], ...]]
+    """axis -> antonym pairs [pole-A word, pole-B word] (pole A first in every pair)"""
+    train_pairs: int = 1
+    """pairs a probe trains on: the same on every axis"""
+
+    @field_validator("pairs")
+    @classmethod
+    def _enough(cls, pairs: dict) -> dict:
+        for axis, ps in pairs.items():
+            if len(ps) < 2:
+                raise ValueError(f"{axis}: a held-out pair needs at least two pairs, got {len(ps)}")
+            words = [w for p in ps for w in p]
+            if len(set(words)) != len(words):
+                raise ValueError(f"{axis}: a word is in two pairs")
+        return pairs
 
 
 class T3Settings(Settings):
@@ -122,7 +133,6 @@ class T3Settings(Settings):
     """train -> test on these variants (when their embeddings exist)"""
     text_conditions: tuple[str, ...] | None = None
     """caption-only T3 for these text conditions and bow (null: every text condition)"""
-    pairs: tuple[PairSpec, ...] = ()
 
 
 class PermutationSettings(Settings):
@@ -158,8 +168,6 @@ class SuiteSettings(Settings):
 
     variant: str
     split: str
-    text_conditions: tuple[str, ...]
-    """text conditions probed (those without embeddings are logged and left out)"""
     views: dict[str, str] = {}
     """condition -> view (default: the condition's primary view, store.PRIMARY_VIEW)"""
     bow: BowSettings
@@ -173,6 +181,7 @@ class SuiteSettings(Settings):
     t1: T1Settings
     t2: T2Settings
     t3: T3Settings
+    matched: MatchedSettings | None = None
     permutation: PermutationSettings
     layers: LayerSettings = LayerSettings()
 

@@ -10,6 +10,7 @@ identical rows and folds (paired comparisons).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from analysis.data.groups import (bounded_image_caption_groups, caption_groups, 
 from analysis.data.relations import frequent_relations as _frequent_relations
 from analysis.probes.folds import (Fold, grouped_kfold, nested_cv, word_assignments, word_relabelings,
                                    word_split)
-from analysis.probes.settings import CVSettings, T1Settings, T2Settings, T3Settings
+from analysis.probes.settings import CVSettings, MatchedSettings, T1Settings, T2Settings, T3Settings
 
 log = logging.getLogger("tasks")
 
@@ -168,6 +169,49 @@ def t2_problems(table: pd.DataFrame, cfg: T2Settings, cv: CVSettings) -> list[Pr
         build("T2_polarity", axis, poles)
     if out:
         out[0].info["skipped"] = skipped
+    return out
+
+
+def matched_problems(table: pd.DataFrame, cfg: MatchedSettings, cv: CVSettings) -> list[Problem]:
+    """Matched polarity (``M_polarity``), one binary problem per axis (pole A vs pole B): each
+    fold trains on the rows of ``cfg.train_pairs`` whole antonym pairs and tests on the rows of
+    another whole pair (every rotation; repeat = split index), every noun pair on one side only.
+    A pair whose words have no rows is an error naming it."""
+    rel = table["relation"].to_numpy()
+    pairs_all, _ = noun_pair_groups(table)
+    out = []
+    for axis, pairs in cfg.pairs.items():
+        empty = [w for p in pairs for w in p if not (rel == w).any()]
+        if empty:
+            raise ValueError(f"probe_suite.matched.pairs.{axis}: relations {empty} have no rows "
+                             "in this split")
+        if len(pairs) <= cfg.train_pairs:
+            raise ValueError(f"probe_suite.matched.pairs.{axis}: {len(pairs)} pairs leave none to "
+                             f"test after training on train_pairs={cfg.train_pairs}")
+        classes = {"A": [p[0] for p in pairs], "B": [p[1] for p in pairs]}
+        rows = np.flatnonzero(np.isin(rel, classes["A"] + classes["B"]))
+        words = rel[rows]
+        y = np.isin(words, classes["B"]).astype(int)
+        folds, splits = [], []
+        for test in range(len(pairs)):
+            others = [k for k in range(len(pairs)) if k != test]
+            for train in itertools.combinations(others, cfg.train_pairs):
+                held = {"A": pairs[test][0], "B": pairs[test][1]}
+                train_words = {w for k in train for w in pairs[k]}
+                where = f"M_polarity {axis} train {[pairs[k] for k in train]} test {pairs[test]}"
+                fold, info = word_split(words, held, classes, pairs_all[rows],
+                                        inner_splits=cv.inner_splits, y=y,
+                                        seed=cv.seed + len(folds), where=where,
+                                        train_words=train_words)
+                fold.repeat, fold.fold = len(folds), 0
+                folds.append(fold)
+                splits.append({**info, "split": len(splits), "test_pair": list(pairs[test]),
+                               "train_pairs": [list(pairs[k]) for k in train]})
+        names = [f"{pairs[0][0]} ...", f"{pairs[0][1]} ..."]
+        info = {"assignments": len(folds), "pairs": [list(p) for p in pairs],
+                "classes": classes, "splits": splits}
+        out.append(Problem("M_polarity", axis, rows, y, pairs_all[rows], 2, folds, names, info,
+                           words=words))
     return out
 
 

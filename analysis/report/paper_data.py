@@ -236,7 +236,14 @@ def order_conditions(conditions: Iterable[str]) -> list[str]:
 
 
 def suite_scores() -> pd.DataFrame | None:
-    return read_csv("results/probes/suite/scores.csv", TIDY_COLUMNS, required=False)
+    """The suite's point estimates, every unit's ``scores.csv`` together (where `stats` has not
+    run); None when no unit has run."""
+    root = optional("results/probes/suite")
+    paths = sorted(root.glob("*/scores.csv")) if root else []
+    if not paths:
+        return None
+    return _check_columns(pd.concat([pd.read_csv(p) for p in paths], ignore_index=True),
+                          TIDY_COLUMNS, "results/probes/suite/*/scores.csv")
 
 
 def stats_table(name: str, columns: Iterable[str] = TIDY_COLUMNS) -> pd.DataFrame | None:
@@ -412,7 +419,9 @@ def _git_commit(root: Path) -> str:
 def stage_params(stage: str) -> dict[str, Any]:
     """The params a stage's outputs were made with (dvc.lock), else params.yaml's values for the
     stage's own section and ``conditions``; {} when neither knows the stage."""
-    recorded = _lock(repo_root()).get(stage, {}).get("params") or {}
+    lock = _lock(repo_root())
+    entry = lock.get(stage) or next((v for k, v in lock.items() if k.startswith(stage + "@")), {})
+    recorded = entry.get("params") or {}  # a foreach stage: any of its runs (same params)
     merged: dict[str, Any] = {}
     for values in recorded.values():
         merged.update(values)
@@ -451,6 +460,25 @@ def absent(rel: str, what: str) -> Txt:
 
 def git_commit() -> str:
     return _git_commit(repo_root())
+
+
+PREREGISTRATION = "paper/preregistration.md"
+
+
+def preregistration_commit() -> str:
+    """The commit that added the pre-registration (its date of record), ``short-sha (date)``;
+    "uncommitted" outside a git checkout or before it is committed."""
+    try:
+        out = subprocess.run(["git", "log", "--diff-filter=A", "--format=%h %as", "--",
+                              PREREGISTRATION], cwd=repo_root(), capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "uncommitted"
+    lines = [x for x in out if x.strip()]
+    if not lines:
+        return "uncommitted"
+    sha, date = lines[-1].split(" ", 1)
+    return f"{sha} ({date})"
 
 
 def provenance(rel: str) -> list[Provenance]:

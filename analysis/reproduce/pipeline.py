@@ -11,7 +11,7 @@ import time
 
 from analysis import stages
 from analysis.common.cli import record_runtime
-from analysis.common.params import conditions as read_conditions, load_params
+from analysis.common.params import condition_sets, load_params
 
 log = logging.getLogger("pipeline")
 
@@ -25,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.only or []) - {s.name for s in stages.PIPELINE})
     if unknown:
         parser.error(f"--only: not pipeline stages: {unknown}")
-    conditions = read_conditions(params, args.params)
+    sets = condition_sets(params, args.params)
+    entries = {"conditions.text": list(sets.text), "conditions.image": list(sets.image),
+               "conditions.pairs": list(sets.pairs)}
     for stage in stages.PIPELINE:
         if args.only and stage.name not in args.only:
             continue
         module = importlib.import_module(stage.module)
-        runs = [["--condition", c] for c in conditions] if stage.foreach == "conditions" else [[]]
+        runs = ([stage.argv(item) for item in entries[stage.foreach]] if stage.foreach
+                else [stage.argv()])
         for extra in runs:
             start = time.perf_counter()
             log.info("== %s %s", stage.name, " ".join(extra))
@@ -38,6 +41,6 @@ def main(argv: list[str] | None = None) -> int:
             if rc:
                 log.error("stage %s failed (exit %d)", stage.name, rc)
                 return rc
-            record_runtime(stage.name, extra, time.perf_counter() - start)
+            record_runtime(stage.cli, extra, time.perf_counter() - start)
             log.info("== %s done in %.1fs", stage.name, time.perf_counter() - start)
     return 0

@@ -41,6 +41,8 @@ log = logging.getLogger("verify")
 TOLERANCES: dict[str, tuple[float, str]] = {
     "probe_replication": (1e-9, "deterministic (lbfgs, fixed folds and seed): identical"),
     "probe_suite": (1e-4, "iterative solver stopped at a convergence tolerance"),
+    "probe_suite_bow": (1e-4, "iterative solver stopped at a convergence tolerance"),
+    "probe_suite_pairs": (1e-4, "iterative solver stopped at a convergence tolerance"),
     "stats": (1e-3, "resampling on top of solver-tolerance scores; seeded"),
     "rsa": (1e-6, "float32 distances, seeded bootstrap"),
 }
@@ -180,14 +182,21 @@ def format_table(diffs: list[Diff]) -> str:
 # --------------------------------------------------------------------------- recomputation
 
 
-def stage_spec(dvc_yaml: dict, stage: str) -> dict | None:
-    return (dvc_yaml.get("stages") or {}).get(stage)
+def resolved_stages(lock: dict, stage: str) -> dict[str, dict]:
+    """``stage``'s runs as dvc.lock records them, with command, deps and outs resolved: the
+    stage itself, or every ``stage@entry`` of a foreach stage."""
+    runs = lock.get("stages") or {}
+    return {name: spec for name, spec in runs.items()
+            if name == stage or name.startswith(stage + "@")}
 
 
 def _paths(entries: list | None) -> list[str]:
     out = []
     for e in entries or []:
-        out.append(next(iter(e)) if isinstance(e, dict) else e)
+        if isinstance(e, dict):
+            out.append(e["path"] if "path" in e else next(iter(e)))
+        else:
+            out.append(e)
     return out
 
 
@@ -221,21 +230,22 @@ def recompute(stage: str, spec: dict, root: Path, work: Path, params: Path) -> N
 
 def verify(root: Path, stages: Iterable[str], params: Path, keep: Path | None = None,
            tolerances: dict[str, float] | None = None) -> list[Diff]:
-    dvc_yaml = load_yaml((root / "dvc.yaml").read_text())
+    lock_path = root / "dvc.lock"
+    lock = load_yaml(lock_path.read_text()) if lock_path.exists() else {}
     tol = {s: t for s, (t, _) in TOLERANCES.items()} | (tolerances or {})
     diffs: list[Diff] = []
     for stage in stages:
-        spec = stage_spec(dvc_yaml, stage)
-        if spec is None or "foreach" in spec:
-            log.warning("stage %s is not a plain stage of %s: skipped", stage, root / "dvc.yaml")
-            continue
-        work = Path(tempfile.mkdtemp(prefix=f"verify-{stage}-", dir=keep))
-        try:
-            recompute(stage, spec, root, work, params)
-            diffs += compare_trees(stage, outputs_of(spec), root, work, tol.get(stage, 0.0))
-        finally:
-            if keep is None:
-                shutil.rmtree(work, ignore_errors=True)
+        runs = resolved_stages(lock, stage)
+        if not runs:
+            log.warning("stage %s is not in %s: skipped", stage, lock_path)
+        for name, spec in runs.items():
+            work = Path(tempfile.mkdtemp(prefix=f"verify-{name.replace('@', '-')}-", dir=keep))
+            try:
+                recompute(name, spec, root, work, params)
+                diffs += compare_trees(name, outputs_of(spec), root, work, tol.get(stage, 0.0))
+            finally:
+                if keep is None:
+                    shutil.rmtree(work, ignore_errors=True)
     return diffs
 
 

@@ -60,7 +60,7 @@ def test_expected_failure_is_one_line_without_traceback(tmp_path, monkeypatch, c
     --debug adds the traceback."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.yaml").write_text("probe_replication: {variant: random, split: train, min_cont: 5}\n"
-                                     "conditions: [sbert]\n")
+                                     "conditions: {text: [sbert]}\n")
     assert entry.main(["probe_replication", "--params", "p.yaml"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -8,7 +8,7 @@ import copy
 import pytest
 import yaml
 
-from analysis.common.params import (Settings, SettingsError, conditions, load_params, section,
+from analysis.common.params import (Settings, SettingsError, condition_sets, conditions, load_params, section,
                                     stage_settings, validate)
 from analysis.data.images import ImagesSettings
 from analysis.data.templates import TemplatesSettings
@@ -50,16 +50,23 @@ def test_misspelled_optional_key_is_an_error_not_ignored():
 def test_nested_keys_and_types_are_named(tmp_path):
     params = load_params(ROOT / "params.yaml")
     suite = copy.deepcopy(params["probe_suite"])
-    suite["t3"]["pairs"][0]["txt"] = suite["t3"]["pairs"][0].pop("text")
+    suite["bow"]["min_dff"] = suite["bow"].pop("min_df")
     suite["cv"]["n_splits"] = "five"
     with pytest.raises(SettingsError) as err:
         validate(SuiteSettings, suite, "probe_suite", "params.yaml")
     lines = str(err.value).splitlines()
-    assert ("params.yaml: unknown setting 'txt' in section 'probe_suite.t3.pairs.0' "
-            "(did you mean 'text'?)") in lines
-    assert any(line.startswith("params.yaml: missing required setting 'probe_suite.t3.pairs.0.text'")
-               for line in lines)
+    assert ("params.yaml: unknown setting 'min_dff' in section 'probe_suite.bow' "
+            "(did you mean 'min_df'?)") in lines
     assert any(line.startswith("params.yaml: setting 'probe_suite.cv.n_splits': ") and "'five'" in line
+               for line in lines)
+    cond = copy.deepcopy(params)
+    cond["conditions"]["pairs"]["clip"]["txt"] = cond["conditions"]["pairs"]["clip"].pop("text")
+    with pytest.raises(SettingsError) as err:
+        condition_sets(cond, "params.yaml")
+    lines = str(err.value).splitlines()
+    assert ("params.yaml: unknown setting 'txt' in section 'conditions.pairs.clip' "
+            "(did you mean 'text'?)") in lines
+    assert any(line.startswith("params.yaml: missing required setting 'conditions.pairs.clip.text'")
                for line in lines)
 
 
@@ -83,9 +90,27 @@ def test_missing_section_and_file(tmp_path):
 
 def test_conditions_are_checked():
     with pytest.raises(SettingsError, match="listed more than once"):
-        conditions({"conditions": ["sbert", "sbert"]})
+        conditions({"conditions": {"text": ["sbert", "sbert"]}})
     with pytest.raises(SettingsError, match="invalid names"):
-        conditions({"conditions": ["SBERT model"]})
+        conditions({"conditions": {"text": ["SBERT model"]}})
+    with pytest.raises(SettingsError, match=r"is a mapping \{text: .*put text conditions under 'text'"):
+        conditions({"conditions": ["sbert", "clip_image"]})  # the old flat list
+    with pytest.raises(SettingsError, match=r"conditions.text: \['clip_image'\] are image "
+                                            r"conditions: move them to conditions.image"):
+        conditions({"conditions": {"text": ["sbert", "clip_image"]}})
+    with pytest.raises(SettingsError, match=r"conditions.image: \['sbert_random'\] are text"):
+        conditions({"conditions": {"image": ["sbert_random"]}})
+    pair = {"text": "clip_text", "image": "clip_image"}
+    with pytest.raises(SettingsError, match=r"conditions.pairs.clip.image: clip_image is not in "
+                                            r"conditions.image: add it there or remove the pair"):
+        conditions({"conditions": {"text": ["clip_text"], "pairs": {"clip": pair}}})
+    with pytest.raises(SettingsError, match="must be a new name"):
+        conditions({"conditions": {"text": ["clip_text"], "image": ["clip_image"],
+                                   "pairs": {"clip_text": pair}}})
+    sets = condition_sets({"conditions": {"text": ["sbert", "clip_text"], "image": ["clip_image"],
+                                          "pairs": {"clip": pair}}})
+    assert sets.all == ("sbert", "clip_text", "clip_image")
+    assert sets.units() == ("sbert", "clip_text", "bow", "clip")
 
 
 def test_settings_are_frozen():

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from analysis.common.store import is_image_condition
+
 from analysis.data import images
 from analysis.common import store
 from analysis.data.download import part_path
@@ -40,7 +42,7 @@ def write_workspace(root: Path, tables: dict[str, pd.DataFrame], conditions: lis
     cfg = {"dir": None, "splits": list(tables), "workers": 4, "retries": 1, "backoff_s": 0.01,
            "timeout_s": 2.0, **images_cfg}
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"conditions": conditions, "images": cfg}))
+    params.write_text(yaml.safe_dump({"conditions": {"image": [c for c in conditions if is_image_condition(c)], "text": [c for c in conditions if not is_image_condition(c)]}, "images": cfg}))
     return params
 
 
@@ -300,7 +302,7 @@ def test_images_dir_must_exist(tmp_path, monkeypatch):
 def test_no_image_condition_writes_header_only_manifest(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)  # no data/vsr here: the stage must not need it
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"conditions": ["sbert", "clip_text"],
+    params.write_text(yaml.safe_dump({"conditions": {"text": ["sbert", "clip_text"]},
                                       "images": {"dir": None, "splits": ["random/train"]}}))
     with caplog.at_level(logging.INFO, logger="images"):
         assert images.main(["--params", str(params)]) == 0
@@ -312,7 +314,7 @@ def test_no_image_condition_writes_header_only_manifest(tmp_path, monkeypatch, c
 def test_template_split_is_rejected(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"conditions": ["clip_image"],
+    params.write_text(yaml.safe_dump({"conditions": {"image": ["clip_image"]},
                                       "images": {"splits": ["templates/all"]}}))
     with pytest.raises(ImagesError, match="images.splits: templates/all has no images"):
         images.main(["--params", str(params)])
@@ -321,7 +323,7 @@ def test_template_split_is_rejected(tmp_path, monkeypatch):
 def test_missing_split_table_names_the_vsr_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"conditions": ["clip_image"],
+    params.write_text(yaml.safe_dump({"conditions": {"image": ["clip_image"]},
                                       "images": {"splits": ["random/dev"]}}))
     with pytest.raises(FileNotFoundError, match="run the 'vsr' stage"):
         images.main(["--params", str(params)])

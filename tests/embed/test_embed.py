@@ -37,7 +37,7 @@ def vsr_table(path: Path, variant: str, split: str) -> pd.DataFrame:
 
 def write_params(root: Path, splits: list[str], layers: list[str], workers: int = 0) -> Path:
     params = {
-        "conditions": ["sbert"],
+        "conditions": {"text": ["sbert"]},
         "models": {
             "sbert": {"hub_id": "sentence-transformers/all-mpnet-base-v2", "revision": "abc",
                       "path": str(FIXTURES / "models" / "sbert-tiny")},

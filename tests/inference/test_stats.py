@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from analysis.common import store
 from sklearn.metrics import f1_score
 
 from analysis.common.io import load_yaml
@@ -102,14 +104,34 @@ def workspace(tmp_path, monkeypatch, repo_root):
     table = _vsr_table()
     (tmp_path / "data/vsr/random").mkdir(parents=True)
     table.to_parquet(tmp_path / "data/vsr/random/train.parquet")
-    oof_dir = tmp_path / "results/probes/suite/oof"
-    oof_dir.mkdir(parents=True)
-    for task, df in _oof(table).items():
-        df.to_parquet(oof_dir / f"{task}.parquet")
-    suite_scores(_oof(table)).to_csv(tmp_path / "results/probes/suite/scores.csv", index=False)
+    oof = _oof(table)
+    scores = suite_scores(oof)
+    units = ["sbert", "clip_text"]
+    for unit in units + ["bow"]:  # one folder per unit, as the suite's stages write them
+        d = tmp_path / "results/probes/suite" / unit
+        (d / "oof").mkdir(parents=True)
+        for task, df in oof.items():
+            part = df[df["condition"] == unit]
+            if len(part):
+                part.to_parquet(d / "oof" / f"{task}.parquet")
+        scores[scores["condition"] == unit].to_csv(d / "scores.csv", index=False)
+    stale = tmp_path / "results/probes/suite/clip_old"  # a unit no longer selected: not read
+    (stale / "oof").mkdir(parents=True)
+    oof["T3"].assign(condition="clip_old").to_parquet(stale / "oof" / "T3.parquet")
     params = load_yaml((repo_root / "params.smoke.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"stats": params["stats"]}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"stats": params["stats"], "conditions": {"text": units}}))
     return tmp_path
+
+
+def _raw(workspace, task):
+    """A task's OOF predictions over the selected units."""
+    return pd.concat([pd.read_parquet(p) for p in sorted(
+        (workspace / "results/probes/suite").glob(f"*/oof/{task}.parquet")) if "clip_old" not in str(p)],
+        ignore_index=True)
+
+
+NULL = "results/probes/suite/sbert/null.parquet"
 
 
 def test_stage_outputs_and_known_effects(workspace):
@@ -117,6 +139,9 @@ def test_stage_outputs_and_known_effects(workspace):
     out = workspace / "results/stats"
     tables = {name: pd.read_csv(out / f"{name}.csv")
               for name in ("scores", "comparisons", "meta_categories", "asymmetry", "selectivity")}
+    # the selected units only (params `conditions`): a stale unit's folder is not read
+    assert json.loads((out / "report.json").read_text())["units"] == ["sbert", "clip_text", "bow"]
+    assert "clip_old" not in set(tables["scores"]["condition"])
     for name, df in tables.items():
         assert list(df.columns[:len(stats_stage.TIDY)]) == stats_stage.TIDY, name
         assert not df.duplicated(["task", "condition", "layer", "target", "metric"]).any(), name
@@ -124,7 +149,7 @@ def test_stage_outputs_and_known_effects(workspace):
 
     # scores: the estimate is sklearn's macro F1 averaged over repeats, from the raw OOF file
     scores = tables["scores"]
-    raw = pd.read_parquet(workspace / "results/probes/suite/oof/T3.parquet")
+    raw = _raw(workspace, "T3")
     one = raw[(raw["condition"] == "sbert") & (raw["layer"] == -1) & (raw["target"] == "near")]
     expect = np.mean([f1_score(d["y_true"], d["y_pred"], average="macro") for _, d in one.groupby("repeat")])
     row = scores.query("task == 'T3' and condition == 'sbert' and layer == -1 and target == 'near' "
@@ -134,7 +159,8 @@ def test_stage_outputs_and_known_effects(workspace):
     assert set(scores.query("layer == 0")["metric"]) == {"macro_f1"}  # layer_metrics
     assert set(scores.query("task == 'T1'")["metric"]) == {"macro_f1", "accuracy"}  # no AUPRC for multiclass
     # chance levels are the suite's (computed on the probe's own rows and folds), copied
-    suite = pd.read_csv(workspace / "results/probes/suite/scores.csv")
+    suite = pd.concat([pd.read_csv(workspace / f"results/probes/suite/{u}/scores.csv")
+                       for u in ("sbert", "clip_text")])
     merged = scores.merge(suite[["task", "condition", "layer", "target", "metric", "chance"]],
                           on=["task", "condition", "layer", "target", "metric"], suffixes=("", "_suite"))
     assert len(merged) == len(scores)
@@ -179,7 +205,7 @@ def test_stage_outputs_and_known_effects(workspace):
     t2 = tables["scores"].query("task == 'T2_polarity' and condition == 'sbert' and target == 'vertical' "
                                 "and metric == 'macro_f1'").iloc[0]
     assert t2["n"] == 2 * ROWS_PER_RELATION and t2["n_repeats"] == 2
-    raw2 = pd.read_parquet(workspace / "results/probes/suite/oof/T2_polarity.parquet").query(
+    raw2 = _raw(workspace, "T2_polarity").query(
         "condition == 'sbert' and target == 'vertical'")
     assert t2["estimate"] == pytest.approx(np.mean([f1_score(d["y_true"], d["y_pred"], average="macro")
                                                     for _, d in raw2.groupby("repeat")]))
@@ -200,7 +226,7 @@ def test_stage_outputs_and_known_effects(workspace):
     # the headline metrics (`dvc metrics show`): only stats.headline's tasks, in one metric
     metrics = json.loads((workspace / "results/metrics.json").read_text())["stats"]
     assert metrics["metric"] == "macro_f1" and set(metrics["scores"]) == {"T2_polarity"}
-    all_t2 = pd.read_parquet(workspace / "results/probes/suite/oof/T2_polarity.parquet").query("layer == -1")
+    all_t2 = _raw(workspace, "T2_polarity").query("layer == -1")
     for cond, rows in all_t2.groupby("condition"):
         per_target = [np.mean([f1_score(d["y_true"], d["y_pred"], average="macro") for _, d in t.groupby("repeat")])
                       for _, t in rows.groupby("target")]
@@ -220,7 +246,7 @@ def test_rerun_is_deterministic(workspace):
 
 
 def _estimate(workspace, cond, target):
-    raw = pd.read_parquet(workspace / "results/probes/suite/oof/T3.parquet")
+    raw = _raw(workspace, "T3")
     one = raw[(raw["condition"] == cond) & (raw["layer"] == -1) & (raw["target"] == target)]
     return np.mean([f1_score(d["y_true"], d["y_pred"], average="macro") for _, d in one.groupby("repeat")])
 
@@ -235,7 +261,7 @@ def test_null_scores_give_pvalues_of_the_printed_statistic(workspace):
     exact = [{"task": "T3", "condition": "sbert", "layer": -1, "target": "above", "metric": "macro_f1",
               "permutation": i, "estimate": e, "observed": obs2, "exact": True, "scheme": "words relabelled"}
              for i, e in enumerate([obs2, obs2, 0.5, 0.4, 0.45, 0.41])]
-    pd.DataFrame(sampled + exact).to_parquet(workspace / stats_stage.NULL_PATH)
+    pd.DataFrame(sampled + exact).to_parquet(workspace / NULL)
     stats_stage.main(["--params", "params.yaml"])
     scores = pd.read_csv(workspace / "results/stats/scores.csv")
     q = "task == 'T3' and layer == -1 and target == 'above' and metric == 'macro_f1'"
@@ -251,7 +277,7 @@ def test_a_null_of_another_statistic_is_refused(workspace):
     rows = [{"task": "T3", "condition": "clip_text", "layer": -1, "target": "above", "metric": "macro_f1",
              "permutation": i, "estimate": 0.5, "observed": 0.123, "exact": False, "scheme": "x"}
             for i in range(5)]
-    pd.DataFrame(rows).to_parquet(workspace / stats_stage.NULL_PATH)
+    pd.DataFrame(rows).to_parquet(workspace / NULL)
     with pytest.raises(ValueError, match="is not the estimate"):
         stats_stage.main(["--params", "params.yaml"])
 
@@ -272,8 +298,10 @@ def test_bad_oof_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="differs between repeats"):
         stats_stage.to_predictions(stats_stage.read_oof(tmp_path), ("T1", "sbert", -1, "__all__"))
     assert stats_stage.base_task("T1_control_ovr") == "T1_ovr" and stats_stage.base_task("T3") is None
-    with pytest.raises(FileNotFoundError, match="probe_suite"):
-        stats_stage.read_oof(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="probe suite's stages"):
+        stats_stage.oof_files([store.SuiteUnit("sbert", tmp_path / "nowhere")])
+    with pytest.raises(FileNotFoundError, match=r"probe suite units without output .*\['bow'\]"):
+        store.suite_units(["bow"], tmp_path / "nowhere")
 
 
 def test_to_predictions_sorts_items_and_links_groups_across_repeats():

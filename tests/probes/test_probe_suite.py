@@ -15,7 +15,8 @@ from analysis.common.io import write_json, write_npy
 from analysis.common.store import OOF_COLUMNS
 from analysis.data.relations import load_meta_categories
 from analysis.data.vsr_format import normalize, read_split
-from analysis.probes.probe_suite import SuiteData, main, run_suite
+from analysis.common.errors import UserError
+from analysis.probes.probe_suite import Pair, SuiteData, main, run_suite
 from tests.probes.conftest import suite_dict, suite_settings
 
 # a smaller suite than the smoke profile's (seconds)
@@ -26,9 +27,13 @@ SMALL = {"C_grid": {"min": 1e-4, "max": 1e4, "num": 3},
 
 def write_workspace(root, fixture_vsr, missing_images=2):
     """Fixture tables and synthetic embeddings: sbert encodes the relation, clip_text is noise,
-    clip_image agrees with the caption's text vector exactly when the label is True."""
+    clip_image agrees with the caption's text vector exactly when the label is True. The images
+    of the first ``missing_images`` random/train rows are missing in the images manifest (and
+    so in clip_image)."""
     meta, _ = load_meta_categories()
     rng = np.random.default_rng(0)
+    missing: set[str] = set()
+    images: set[str] = set()
     for variant in ("random", "zeroshot"):
         for split in ("train", "test"):
             path = fixture_vsr / variant / f"{split}.jsonl"
@@ -37,6 +42,9 @@ def write_workspace(root, fixture_vsr, missing_images=2):
             out = store.table_path(variant, split, root / "data" / "vsr")
             out.parent.mkdir(parents=True, exist_ok=True)
             table.to_parquet(out)
+            if (variant, split) == ("random", "train"):
+                missing |= set(table["image"][:missing_images])
+            images |= set(table["image"])
             emb = root / "results" / "embeddings"
             n, ids = len(table), table["row_id"].tolist()
             code = np.eye(32)[pd.factorize(table["relation"])[0] % 32]
@@ -51,17 +59,40 @@ def write_workspace(root, fixture_vsr, missing_images=2):
             store.save_embeddings("clip_text", variant, split,
                                   {"pooler_output": rng.normal(size=(n, 24)), "text_embeds": t}, m, emb)
             img = t * (2 * table["label"].to_numpy()[:, None] - 1) + 0.3 * rng.normal(size=t.shape)
-            keep = np.arange(n) >= missing_images
+            keep = ~table["image"].isin(missing).to_numpy()
             store.save_embeddings("clip_image", variant, split, {"image_embeds": img[keep]},
                                   {"row_ids": [i for i, k in zip(ids, keep) if k]}, emb)
+    manifest = pd.DataFrame({"image": sorted(images)})
+    manifest["path"] = "data/images/" + manifest["image"]
+    manifest["status"] = np.where(manifest["image"].isin(missing), "missing", "ok")
+    manifest["error"] = ""
+    _unusable(root).parent.mkdir(parents=True, exist_ok=True)
+    store.unusable_images(manifest).to_csv(_unusable(root), index=False)
+    return missing
+
+
+def _unusable(root):
+    return root / store.IMAGE_UNUSABLE
+
+
+CLIP = Pair("clip", text="clip_text", text_view="text_embeds", image="clip_image",
+            image_view="image_embeds")
+
+
+def suite_data(root) -> SuiteData:
+    return SuiteData(root / "results" / "embeddings", root / "data" / "vsr", _unusable(root))
 
 
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory, fixture_vsr, repo_root):
     root = tmp_path_factory.mktemp("suite")
-    write_workspace(root, fixture_vsr)
+    missing = write_workspace(root, fixture_vsr)
     cfg = suite_settings(SMALL)
-    oof, scores, null, report = run_suite(cfg, SuiteData(root / "results" / "embeddings", root / "data" / "vsr"))
+    # every unit in one call (the stage runs one per call; the library takes several)
+    oof, scores, null, report = run_suite(cfg, suite_data(root), text=["sbert", "clip_text"],
+                                          pairs=[CLIP], bow=True)
+    train = pd.read_parquet(store.table_path("random", "train", root / "data" / "vsr"))
+    report["_expected_excluded"] = int(train["image"].isin(missing).sum())
     return root, cfg, oof, scores, null, report
 
 
@@ -104,33 +135,70 @@ def test_scores_separate_signal_from_noise(suite_run):
     pv = scores.dropna(subset=["p_value"])
     assert len(pv) and pv["p_value"].between(0, 1).all()
     assert len(null) and set(null["task"]) <= {"T2_polarity", "T3"}
-    assert report["t3_rows_excluded_missing_image"] == 2
+    # T3 rows: those whose image the manifest lists as usable, for every condition
+    assert report["t3_rows_excluded_missing_image"] == report["_expected_excluded"] >= 2
     probes = scores.drop_duplicates(["task", "condition", "layer", "target"])
     assert report["probes_with_unconverged_folds"] == (probes["unconverged_folds"] > 0).sum()
-    assert "sbert_random" in report["missing_conditions"]
+
+
+def test_a_unit_without_embeddings_is_an_error_naming_it(suite_run):
+    root, cfg, *_ = suite_run
+    with pytest.raises(UserError, match=r"no embeddings of \['sbert_random'\] on random/train"):
+        run_suite(cfg, suite_data(root), text=["sbert_random"])
+
+
+def test_caption_only_t3_uses_the_image_rows_of_the_pairs(suite_run):
+    """A text unit run alone gets the same T3 rows and folds as the pair units (the manifest's
+    usable images), so stats can pair them row for row."""
+    root, _, oof, *_ = suite_run
+    cfg = suite_settings(SMALL, {"t1": {"ovr": False, "control": False}, "layers": {"tasks": []},
+                                 "permutation": {"n": 0}})
+    alone, *_ = run_suite(cfg, suite_data(root), text=["sbert"])
+    together = oof["T3"].query("condition == 'clip_concat' and layer == -1")
+    mine = alone["T3"].query("condition == 'sbert'")
+    key = ["target", "repeat", "row_id", "fold"]
+    pd.testing.assert_frame_equal(mine[key].sort_values(key).reset_index(drop=True),
+                                  together[key].sort_values(key).reset_index(drop=True))
 
 
 def test_main_writes_outputs(tmp_path, fixture_vsr, repo_root, monkeypatch):
     write_workspace(tmp_path, fixture_vsr)
-    cfg = suite_dict(SMALL, {"text_conditions": ["sbert"], "t3": {"pairs": [], "holdout": []},
-                             "t1": {"ovr": False}, "layers": {"tasks": []}, "permutation": {"n": 0}})
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"probe_suite": cfg}))
+    cfg = suite_dict(SMALL, {"t3": {"holdout": []}, "t1": {"ovr": False}, "layers": {"tasks": []},
+                             "permutation": {"n": 0}})
+    conditions = {"text": ["sbert", "clip_text"], "image": ["clip_image"],
+                  "pairs": {"clip": {"text": "clip_text", "text_view": "text_embeds",
+                                     "image": "clip_image", "image_view": "image_embeds"}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"probe_suite": cfg, "conditions": conditions}))
     monkeypatch.chdir(tmp_path)
-    stale = tmp_path / "results/probes/suite/oof/T3_holdout_random.parquet"  # from a fuller run
+    suite = tmp_path / "results" / "probes" / "suite"
+    stale = suite / "sbert/oof/T3_holdout_random.parquet"  # from a fuller run
     stale.parent.mkdir(parents=True)
     stale.write_text("stale")
-    (stale.parent.parent / "null.parquet").write_text("stale")
-    assert main(["--params", "p.yaml"]) == 0
-    out = tmp_path / "results" / "probes" / "suite"
+    (suite / "sbert" / "null.parquet").write_text("stale")
+    other = suite / "clip_text" / "scores.csv"  # another unit's output: untouched
+    other.parent.mkdir(parents=True)
+    other.write_text("kept")
+    assert main(["--params", "p.yaml", "--unit", "sbert"]) == 0
+    out = suite / "sbert"
     assert not stale.exists() and not (out / "null.parquet").exists()  # the folder is replaced whole
-    assert "timings_s" not in json.loads((out / "report.json").read_text())  # no wall time in outputs
-    assert (out / "scores.csv").exists() and (out / "report.json").exists()
+    assert other.read_text() == "kept"
+    report = json.loads((out / "report.json").read_text())
+    assert "timings_s" not in report and report["unit"] == "sbert"  # no wall time in outputs
+    assert (out / "scores.csv").exists()
     assert {p.name for p in (out / "oof").iterdir()} == {
         "T1.parquet", "T1_control.parquet", "T1_control_ovr.parquet", "T2_axis.parquet",
         "T2_polarity.parquet", "T3.parquet"}
+    assert main(["--params", "p.yaml", "--unit", "bow"]) == 0
+    assert set(pd.read_csv(suite / "bow" / "scores.csv")["condition"]) == {"bow"}
+    assert main(["--params", "p.yaml", "--unit", "clip"]) == 0
+    assert set(pd.read_csv(suite / "clip" / "scores.csv")["condition"]) == {
+        "clip_image", "clip_concat", "clip_interaction", "clip_zeroshot"}
+    with pytest.raises(UserError, match=r"--unit 'clip_image': not a text condition, 'bow' or a "
+                                        r"pair of conditions.pairs \['clip'\] in p.yaml"):
+        main(["--params", "p.yaml", "--unit", "clip_image"])
     derived = pd.read_parquet(out / "oof" / "T1_control_ovr.parquet")
     multi = pd.read_parquet(out / "oof" / "T1_control.parquet")
     assert len(derived) == len(multi) * multi["y_true"].nunique()
     assert set(derived["y_true"]) == {0, 1}
     scores = pd.read_csv(out / "scores.csv")
-    assert set(scores["condition"]) == {"sbert", "bow"}
+    assert set(scores["condition"]) == {"sbert"}

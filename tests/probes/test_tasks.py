@@ -129,3 +129,48 @@ def test_t3_targets_and_holdout_stack_train_then_test(fixture_vsr):
 def test_t1_needs_enough_relations(fixture_vsr):
     with pytest.raises(ValueError, match="min_count"):
         t1_problems(fixture_table(fixture_vsr), T1Settings(min_count=10_000), CV)
+
+
+def test_matched_polarity_holds_out_whole_antonym_pairs(fixture_vsr):
+    """M_polarity: every fold trains on one whole pair and tests on another whole pair (every
+    ordered rotation, so 3 pairs give 6 splits and 2 give 2); labels are the pole; no noun pair
+    is on both sides; a pair without rows is an error naming the setting."""
+    from analysis.probes.settings import MatchedSettings
+    from analysis.probes.tasks import matched_problems
+
+    table = fixture_table(fixture_vsr)
+    cfg = MatchedSettings(pairs={"vertical": [["above", "below"], ["on top of", "under"],
+                                              ["over", "beneath"]],
+                                 "horizontal": [["left of", "right of"],
+                                                ["at the left side of", "at the right side of"]]})
+    cv = CVSettings(n_splits=3, n_repeats=1, inner_splits=2, seed=0)
+    try:
+        probs = {p.target: p for p in matched_problems(table, cfg, cv)}
+    except ValueError as e:  # the fixture's 3-row words may leave a side empty: use two pairs
+        assert "after separating noun pairs" in str(e)
+        cfg = MatchedSettings(pairs={"vertical": [["above", "below"], ["on top of", "under"]],
+                                     "horizontal": cfg.pairs["horizontal"]})
+        probs = {p.target: p for p in matched_problems(table, cfg, cv)}
+    rel = table["relation"].to_numpy()
+    for axis, pairs in cfg.pairs.items():
+        prob = probs[axis]
+        n = len(pairs)
+        assert prob.task == "M_polarity" and len(prob.folds) == n * (n - 1)
+        assert [f.repeat for f in prob.folds] == list(range(n * (n - 1)))
+        words = rel[prob.rows]
+        np.testing.assert_array_equal(prob.y, np.isin(words, [p[1] for p in pairs]).astype(int))
+        seen = set()
+        for fold, split in zip(prob.folds, prob.info["splits"]):
+            test_pair, (train_pair,) = tuple(split["test_pair"]), split["train_pairs"]
+            assert set(words[fold.test]) == set(test_pair)
+            assert set(words[fold.train]) == set(train_pair) and tuple(train_pair) != test_pair
+            assert not set(prob.groups[fold.train]) & set(prob.groups[fold.test])
+            for tr, va in fold.inner:  # C is chosen inside the training pair's rows
+                assert set(tr) | set(va) <= set(fold.train)
+            seen.add((tuple(train_pair), test_pair))
+        assert len(seen) == n * (n - 1)
+    bad = MatchedSettings(pairs={"depth": [["in front of", "behind"], ["ahead of", "at the back of"]]})
+    with pytest.raises(ValueError, match=r"matched.pairs.depth: relations \['ahead of', 'at the back of'\] have no rows"):
+        matched_problems(table, bad, cv)
+    with pytest.raises(ValueError, match="a word is in two pairs"):
+        MatchedSettings(pairs={"vertical": [["above", "below"], ["above", "under"]]})

@@ -98,10 +98,10 @@ def write_results(root: Path, seed: int, optional: bool = True,
                                    300, 0.5))
         cols = ["task", "condition", "layer", "target", "metric", "estimate", "ci_low",
                 "ci_high", "n", "chance"]
-        (res / "probes/suite").mkdir(parents=True, exist_ok=True)
+        (res / "probes/suite/sbert").mkdir(parents=True, exist_ok=True)
         pd.DataFrame(suite_rows, columns=cols).assign(p_value=np.nan, p_holm=np.nan,
                                                       p_bh=np.nan) \
-            .to_csv(res / "probes/suite/scores.csv", index=False)
+            .to_csv(res / "probes/suite/sbert/scores.csv", index=False)
         (res / "stats").mkdir(parents=True, exist_ok=True)
         d = rng.normal(0, 0.05, len(RELATIONS))
         pd.DataFrame({"comparison": "clip_text - sbert", "task": "T1_ovr",

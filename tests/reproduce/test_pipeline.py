@@ -18,10 +18,23 @@ def test_dvc_repro_produces_every_stage_output(smoke_workspace):
     report = json.loads((ws / "results/vsr/report.json").read_text())
     assert report  # the vsr stage's metrics
     params = load_yaml((ws / "params.yaml").read_text())
-    for cond in params["conditions"]:
+    conditions = [*params["conditions"]["text"], *params["conditions"]["image"]]
+    for cond in conditions:
         assert (ws / f"results/embeddings/{cond}/random/train/meta.json").exists(), cond
     summary = pd.read_csv(ws / "results/probes/replication/summary.csv")
-    assert set(summary["condition"]) == set(params["conditions"])
+    assert set(summary["condition"]) == set(conditions)
+    units = [*params["conditions"]["text"], "bow", *params["conditions"]["pairs"]]
+    for unit in units:  # one suite folder per unit, each its own DVC stage's output
+        assert (ws / f"results/probes/suite/{unit}/scores.csv").exists(), unit
+    assert json.loads((ws / "results/stats/report.json").read_text())["units"] == units
+    # the pre-registered contrast on the matched task (the smoke profile has one seed per twin)
+    conf = pd.read_csv(ws / "results/stats/confirmatory.csv")
+    primary = conf[conf["analysis"] == "primary (pre-registered)"]
+    assert list(primary["name"]) == ["mean over axes"] and (conf["status"] == "computed").all()
+    assert (primary["ci_low"] < primary["estimate"]).all() and (primary["estimate"] < primary["ci_high"]).all()
+    splits = pd.read_csv(ws / "results/stats/matched_splits.csv")
+    assert len(splits) and (splits["train_pair"] != splits["test_pair"]).all()
+    assert set(splits["condition"]) == set(params["conditions"]["text"]) | {"bow"}
     train = pd.read_parquet(ws / "data/vsr/random/train.parquet")
     counts = train["relation"].value_counts()
     expected = sorted(counts[counts >= params["probe_replication"]["min_count"]].index)
@@ -88,6 +101,60 @@ def test_repro_without_quarto_checks_the_paper_and_leaves_a_clean_workspace(smok
     assert_clean_git(ws)
 
 
+def _ran(proc) -> list[str]:
+    """The stages a `dvc repro` ran, from its log."""
+    import re
+
+    return re.findall(r"Running stage '([^']+)'", proc.stdout)
+
+
+def test_changing_conditions_reruns_only_the_stages_that_read_them(smoke_workspace, tmp_path):
+    """Stage deps name the files a stage reads, per condition: dropping an image condition
+    re-runs no text condition's embedding or probes, dropping a text condition re-runs no other
+    condition's, and each `dvc repro` is a no-op when repeated (issue 12, item 2)."""
+    import shutil
+
+    import yaml
+
+    ws = tmp_path / "repo"
+    shutil.copytree(smoke_workspace, ws, symlinks=True)
+    params = load_yaml((ws / "params.yaml").read_text())
+    text = list(params["conditions"]["text"])
+
+    def settle(proc):
+        """The run succeeded, a second `dvc repro` is a no-op; the author commits the change."""
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        again = run_tool(["dvc", "repro", "stats"], ws, without_quarto=True)
+        assert again.returncode == 0 and not _ran(again), again.stdout
+        for args in (["git", "add", "params.yaml", "dvc.lock"],
+                     ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "x"]):
+            assert run_tool(args, ws).returncode == 0
+        assert_clean_git(ws)
+        return set(_ran(proc))
+
+    # every image condition and pair off, the README's way: the text conditions' stages stay
+    drop = ["-S", "conditions.image=[]"]
+    for pair in params["conditions"]["pairs"]:
+        drop += ["-S", f"~conditions.pairs.{pair}"]
+    # (target `stats`: every stage but the paper and rsa, which read every condition anyway)
+    ran = settle(run_tool(["dvc", "exp", "run", *drop, "stats"], ws, without_quarto=True,
+                          timeout=900))
+    assert load_yaml((ws / "params.yaml").read_text())["conditions"] == {
+        "text": text, "image": [], "pairs": {}}
+    assert "images" in ran and "stats" in ran, ran
+    assert not [s for s in ran if s.startswith(("embed@", "probe_suite@", "probe_suite_bow"))], ran
+    assert json.loads((ws / "results/stats/report.json").read_text())["units"] == [*text, "bow"]
+    # one text condition left: no other condition's embedding or probes re-run
+    params = load_yaml((ws / "params.yaml").read_text())
+    params["conditions"]["text"] = text[:1]
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = settle(run_tool(["dvc", "repro", "stats"], ws, without_quarto=True, timeout=900))
+    assert not [s for s in ran if s.startswith(("embed", "probe_suite", "images"))], ran
+    assert "stats" in ran, ran
+    scores = pd.read_csv(ws / "results/stats/scores.csv")
+    assert set(scores["condition"]) == {text[0], "bow"}  # a dropped unit's stale folder is not read
+
+
 def test_later_stages_report_missing_conditions(smoke_workspace, tmp_path):
     """A condition selected but never embedded is left out and named, not filled in."""
     import shutil
@@ -97,7 +164,7 @@ def test_later_stages_report_missing_conditions(smoke_workspace, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(smoke_workspace, ws, ignore=shutil.ignore_patterns(".git", ".dvc"))
     params = load_yaml((ws / "params.yaml").read_text())
-    params["conditions"] = ["sbert", "clip_text_random_s7"]
+    params["conditions"] = {"text": ["sbert", "clip_text_random_s7"]}
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_tool(["python", "-m", "analysis", "probe_replication"], ws)
     assert proc.returncode == 0, proc.stderr
