@@ -276,7 +276,8 @@ def item_keys(pred: stats.Predictions) -> np.ndarray:
 
 
 def relation_table(row_ids: Iterable[str], vsr_root: Path = store.VSR_DIR) -> tuple[pd.DataFrame, list[str]]:
-    """relation and meta_category for the OOF rows, from the VSR tables their row ids name;
+    """relation, meta_category and reference_frame for the OOF rows, from the VSR tables their
+    row ids name;
     returns the table and the split keys that could not be loaded (reported)."""
     ids = pd.Series(pd.unique(pd.Series(list(row_ids), dtype=str)))
     keys = ids.str.rsplit("/", n=1).str[0].unique()
@@ -284,11 +285,13 @@ def relation_table(row_ids: Iterable[str], vsr_root: Path = store.VSR_DIR) -> tu
     for key in keys:
         try:
             variant, split = store.parse_split_key(key)
-            frames.append(store.load_split(variant, split, vsr_root)[["row_id", "relation", "meta_category"]])
+            tab = store.load_split(variant, split, vsr_root)
+            part = tab[["row_id", "relation", "meta_category"]]
+            frames.append(part.assign(reference_frame=tab.get("reference_frame")))  # optional
         except (ValueError, FileNotFoundError, KeyError) as exc:
             missing.append(f"{key}: {exc}")
     table = (pd.concat(frames, ignore_index=True) if frames
-             else pd.DataFrame(columns=["row_id", "relation", "meta_category"]))
+             else pd.DataFrame(columns=["row_id", "relation", "meta_category", "reference_frame"]))
     return table, missing
 
 
@@ -724,7 +727,14 @@ def confirmatory_tables(files: list[Path], relations: pd.DataFrame, units: list[
               .agg(n="size", accuracy="mean").reset_index()
               .rename(columns={"repeat": "split", "cluster": "test_pair"}))
     splits.insert(3, "train_pair", [info.get((a, r), "") for a, r in zip(splits["axis"], splits["split"])])
-    return {"confirmatory": table, "matched_splits": splits}
+    # exploratory: the matched task's horizontal items by VSR's recorded reference frame (the
+    # field's codes as VSR records them; most rows have none)
+    frame = relations.drop_duplicates("row_id").set_index("row_id")["reference_frame"]
+    hz = rows[rows["axis"] == "horizontal"]
+    frames = (hz.assign(reference_frame=hz["row_id"].map(frame).fillna("not recorded").astype(str))
+              .groupby(["condition", "reference_frame"])["correct"].agg(n="size", accuracy="mean")
+              .reset_index())
+    return {"confirmatory": table, "matched_splits": splits, "reference_frames": frames}
 
 
 def main(argv: list[str] | None = None) -> int:

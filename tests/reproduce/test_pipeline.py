@@ -35,6 +35,9 @@ def test_dvc_repro_produces_every_stage_output(smoke_workspace):
     splits = pd.read_csv(ws / "results/stats/matched_splits.csv")
     assert len(splits) and (splits["train_pair"] != splits["test_pair"]).all()
     assert set(splits["condition"]) == set(params["conditions"]["text"]) | {"bow"}
+    frames = pd.read_csv(ws / "results/stats/reference_frames.csv", dtype={"reference_frame": str})
+    sb = frames[frames["condition"] == "sbert"]  # the fixture records frames 0 and 1 on some rows
+    assert {"not recorded", "1"} <= set(sb["reference_frame"]) and sb["accuracy"].between(0, 1).all()
     train = pd.read_parquet(ws / "data/vsr/random/train.parquet")
     counts = train["relation"].value_counts()
     expected = sorted(counts[counts >= params["probe_replication"]["min_count"]].index)
