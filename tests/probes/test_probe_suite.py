@@ -187,7 +187,7 @@ def test_main_writes_outputs(tmp_path, fixture_vsr, repo_root, monkeypatch):
     assert (out / "scores.csv").exists()
     assert {p.name for p in (out / "oof").iterdir()} == {
         "T1.parquet", "T1_control.parquet", "T1_control_ovr.parquet", "T2_axis.parquet",
-        "T2_polarity.parquet", "T3.parquet"}
+        "T2_polarity.parquet", "M_polarity.parquet", "T3.parquet"}
     assert main(["--params", "p.yaml", "--unit", "bow"]) == 0
     assert set(pd.read_csv(suite / "bow" / "scores.csv")["condition"]) == {"bow"}
     assert main(["--params", "p.yaml", "--unit", "clip"]) == 0
