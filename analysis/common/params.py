@@ -98,6 +98,9 @@ class PairSpec(Settings):
     text_view: str | None = None
     image: str
     image_view: str | None = None
+    image_only: bool = True
+    """also probe the image alone (false where another pair already probes this image, e.g.
+    SBERT text with CLIP's image features: each condition's probes come from one unit)"""
 
 
 class ConditionSets(Settings):
@@ -151,6 +154,11 @@ def condition_sets(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) ->
             if cond not in listed:
                 raise SettingsError(f"{path}: conditions.pairs.{name}.{kind}: {cond} is not in "
                                     f"conditions.{kind}: add it there or remove the pair")
+    alone = [p.image for p in sets.pairs.values() if p.image_only]
+    twice = sorted({c for c in alone if alone.count(c) > 1})
+    if twice:
+        raise SettingsError(f"{path}: conditions.pairs: image conditions {twice} are probed alone "
+                            "by more than one pair: set image_only: false on all but one")
     return sets
 
 

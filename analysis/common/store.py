@@ -24,6 +24,8 @@ VSR_DIR = Path("data/vsr")
 PARTIAL_DIR = Path("data/.partial")  # interrupted downloads, resumed on the next run (not an output)
 TEMPLATES_DIR = Path("data/templates")
 TEMPLATES_KEY = "templates/all"  # the controlled template set, embedded like a split
+SPATIAL_KEY = "templates/spatial"  # the controlled spatial set (form pairs, converses, swaps)
+TEMPLATE_KEYS = (TEMPLATES_KEY, SPATIAL_KEY)  # text-only sets the templates stage writes
 IMAGES_DIR = Path("data/images")
 IMAGE_MANIFEST = Path("results/images/manifest.csv")
 # The manifest's unusable images (missing, corrupt) alone: what grounded-truth rows depend on, so
@@ -87,12 +89,12 @@ def split_key(variant: str, split: str) -> str:
 def parse_split_key(key: str) -> tuple[str, str]:
     """'random/train' -> ('random', 'train'); also the template set 'templates/all'."""
     parts = key.split("/")
-    if key == TEMPLATES_KEY:
+    if key in TEMPLATE_KEYS:
         return parts[0], parts[1]
     if len(parts) != 2 or parts[0] not in VARIANTS or parts[1] not in SPLITS:
         raise ValueError(
             f"bad split key {key!r}: expected '<variant>/<split>' with variant in {VARIANTS} "
-            f"and split in {SPLITS}, or '{TEMPLATES_KEY}'"
+            f"and split in {SPLITS}, or one of {list(TEMPLATE_KEYS)}"
         )
     return parts[0], parts[1]
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from analysis.common import store
@@ -182,6 +184,24 @@ def acquire(source: Source, variant: str, split: str, expected: str | None,
     return raw
 
 
+def caption_overlap(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
+    """How many test rows have a caption that also occurs in train, and of those how many have
+    a training row of the opposite label (any; and a majority of their training rows): a truth
+    probe on the caption alone can pass such rows by memorising captions, and fail them by the
+    same (why VSR's random split misleads)."""
+    seen = train.groupby("caption")["label"].mean()
+    shared = test["caption"].isin(seen.index)
+    p = seen.reindex(test.loc[shared, "caption"]).to_numpy()
+    y = test.loc[shared, "label"].to_numpy(dtype=float)
+    n, k = len(test), int(shared.sum())
+    anyo = int((np.where(y == 1, p < 1, p > 0)).sum())
+    most = int((np.abs(p - y) > 0.5).sum())
+    return {"test_rows": n, "caption_in_train": k, "share_in_train": k / n if n else None,
+            "opposite_label_in_train": anyo, "share_opposite_of_shared": anyo / k if k else None,
+            "majority_opposite_in_train": most,
+            "share_majority_opposite_of_shared": most / k if k else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("vsr", __doc__.splitlines()[0]).parse_args(argv)
     cfg = stage_settings(VsrSettings, load_params(args.params), "data", args.params)
@@ -208,10 +228,21 @@ def main(argv: list[str] | None = None) -> int:
             splits[name] = split_summary(df, pins[name].lower())
             log.info("%s: %d rows, %d unparsed captions", name, len(df), splits[name]["unparsed"])
 
+        overlap = {}
+        for variant in cfg.variants:  # test captions already seen in train (whole-split stat)
+            if {"train", "test"} <= set(cfg.splits):
+                tables = [pd.read_parquet(store.table_path(variant, s, out)) for s in ("train", "test")]
+                overlap[variant] = caption_overlap(*tables)
+                log.info("%s/test: %.0f%% of rows have a caption seen in train, %.0f%% of those "
+                         "with the opposite label", variant,
+                         100 * (overlap[variant]["share_in_train"] or 0),
+                         100 * (overlap[variant]["share_opposite_of_shared"] or 0))
+
     total = sum(s["rows"] for s in splits.values())
     unparsed = sum(s["unparsed"] for s in splits.values())
     totals = {"rows": total, "unparsed": unparsed, "parse_rate": (total - unparsed) / total}
     write_json(store.VSR_REPORT, {"source": source.describe(), "meta_category_decisions": decisions,
-                             "totals": totals, "splits": splits})
+                             "totals": totals, "splits": splits,
+                             "test_caption_overlap": overlap})
     write_json(store.VSR_METRICS, totals)  # per-split counts stay in results/vsr/report.json
     return 0

@@ -27,7 +27,7 @@ from analysis.common.io import replace_dir, sha256_file
 from analysis.common.params import Settings, load_params, stage_settings
 from analysis.embed import encoders
 from analysis.embed.encoders import ModelSpec
-from analysis.common.store import (EMBED_DIR, IMAGE_MANIFEST, TEMPLATES_KEY, image_rows, load_split,
+from analysis.common.store import (EMBED_DIR, IMAGE_MANIFEST, TEMPLATE_KEYS, image_rows, load_split,
                                    parse_split_key, raw_split_path, read_image_manifest,
                                    save_embeddings, table_path)
 
@@ -215,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     plan: list[tuple[str, str]] = []
     for key in cfg.splits:
         variant, split = parse_split_key(key)
-        if key == TEMPLATES_KEY and cond.needs_images:
+        if key in TEMPLATE_KEYS and cond.needs_images:
             log.info("%s: skipping %s (template set has no images)", cond.name, key)
             continue
-        if key == TEMPLATES_KEY and not table_path(variant, split).exists():
+        if key in TEMPLATE_KEYS and not table_path(variant, split).exists():
             log.info("%s: skipping %s (%s not found; run the 'templates' stage)", cond.name, key,
                      table_path(variant, split))
             continue

@@ -602,6 +602,53 @@ def pair_distances(X: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> 
     return np.maximum(1 - np.einsum("kd,kd->k", U[a], U[b]).astype(np.float64), 0.0)  # no -1e-8
 
 
+def converse_analysis(st: Stimuli, res: Resamples, metric: str, level: float) -> list[dict]:
+    """Controlled spatial set: per axis, the distance from "A above B" to its swap "B above A"
+    (same words, opposite scene) minus the distance to its converse "B below A" (other phrase
+    of the form pair, same scene), averaged over phrases and noun pairs. Positive: the encoder
+    puts a caption nearer the caption that states the same scene than the one with its words;
+    a bag of words gives the swap distance 0, so a negative value. Also each distance alone
+    and every difference between conditions (paired on the same replicates)."""
+    t = st.table
+    pairs = list(pd.unique(t["pair_id"]))
+    idx = {(f, r, p, o): k for k, (f, r, p, o) in
+           enumerate(zip(t["form_pair"], t["relation"], t["pair_id"], t["order"]))}
+    first_row = t.reset_index().groupby("pair_id")["index"].first().reindex(pairs).to_numpy()
+    Cp = res.weights[:, first_row].astype(np.float64)  # (R, P): the rows of a pair go together
+    base = {"stimuli": st.key, "metric": metric, "n_pairs": len(pairs)}
+    per: dict[str, dict[tuple[str, str], tuple[float, np.ndarray]]] = {}
+    rows: list[dict] = []
+    for cond, X in st.X.items():
+        per[cond] = {}
+        for axis, part in t.groupby("axis", sort=False):
+            forms = list(pd.unique(part["form_pair"]))
+            swap, conv = [], []
+            for f in forms:
+                a, b = f.split(" / ")
+                for phrase, partner in ((a, b), (b, a)):
+                    for o, other in (("AB", "BA"), ("BA", "AB")):
+                        i = np.array([idx[(f, phrase, p, o)] for p in pairs])
+                        swap.append(pair_distances(X, i, np.array([idx[(f, phrase, p, other)] for p in pairs]), metric))
+                        conv.append(pair_distances(X, i, np.array([idx[(f, partner, p, other)] for p in pairs]), metric))
+            S, V = np.stack(swap), np.stack(conv)  # (items per pair, pairs)
+            n = int(S.size)
+            for name, M in (("swap_distance", S), ("converse_distance", V),
+                            ("swap_minus_converse", S - V)):
+                e, b = M.mean(), (Cp @ M.mean(0)) / Cp.sum(1)
+                per[cond][(axis, name)] = (e, b)
+                rows.append({**base, "comparison": cond, "method": name, "relation": axis,
+                             "n_stimuli": n, **summarize(e, b, res, level)})
+    conds = list(st.X)
+    for a, b in itertools.combinations(conds, 2):
+        for (axis, name), (ea, ba) in per[a].items():
+            if name != "swap_minus_converse":
+                continue
+            eb, bb = per[b][(axis, name)]
+            rows.append({**base, "comparison": f"{a} - {b}", "method": f"{name}_difference",
+                         "relation": axis, "n_stimuli": None, **summarize(ea - eb, ba - bb, res, level)})
+    return rows
+
+
 def order_analysis(st: Stimuli, res: Resamples, metric: str, cfg: "RsaSettings") -> list[dict]:
     """Template set: distance between "A rel B" and "B rel A" per relation (can the encoder tell
     the arguments apart?), against the distance between synonymous relations (same arguments) and

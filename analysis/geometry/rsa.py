@@ -36,7 +36,8 @@ from analysis.data.groups import noun_pair_caption_groups, row_nouns
 from analysis.data.relations import load_meta_categories
 from analysis.geometry import rdm as geo
 from analysis.geometry.comparisons import (COLUMNS, EXTRA_COLUMNS, FAMILY, NOISE_CEILING, NOTES,
-                                           Stimuli, adjust_p, cka_analysis, figure_items,
+                                           Stimuli, adjust_p, cka_analysis, converse_analysis,
+                                           figure_items,
                                            item_analysis, layer_cka, order_analysis,
                                            relation_analysis, relation_codes)
 from analysis.geometry.resampling import Resamples, group_subsamples, noun_jackknife
@@ -58,6 +59,9 @@ class RsaSettings(Settings):
     splits: tuple[str, ...]
     templates: bool = True
     """also the template set (text conditions only)"""
+    converse: bool = True
+    """also the controlled spatial set's swap-vs-converse distances (`converse_analysis`; text
+    conditions embedded on templates/spatial)"""
     metrics: tuple[str, ...]
     """item and relation RDM distances (cosine, correlation)"""
     n_boot: int
@@ -116,7 +120,7 @@ def load_stimuli(key: str, conditions: list[str], embed_root: Path = store.EMBED
                             "views": {c: PRIMARY_VIEW.get(c) for c in embs}}
     if missing:
         log.warning("%s: no embeddings for %s (%s): left out", key, missing,
-                    "text-only set" if key == TEMPLATES_KEY else "not embedded")
+                    "text-only set" if key in store.TEMPLATE_KEYS else "not embedded")
     if len(embs) < 2:
         log.warning("%s: %d condition(s) with embeddings: nothing to compare", key, len(embs))
         return None, info
@@ -211,7 +215,7 @@ def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
     """All tables; ``load(key)`` gives one stimulus set (Stimuli or None, load info), called
     once per set so only one is in memory at a time."""
     rows: dict[str, Any] = {"item_comparisons": [], "relation_models": [], "relation_best": [],
-                            "asymmetry": [], "order_sensitivity": []}
+                            "asymmetry": [], "order_sensitivity": [], "converse": []}
     figures: dict[str, np.ndarray | pd.DataFrame] = {}
     layer_maps, rel_rdms = [], []
     summary: dict[str, Any] = {"noise_ceiling": NOISE_CEILING, "stimuli": {}}
@@ -222,6 +226,19 @@ def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
             analyse(st, cfg, cfg.seed + 1000 * s_idx, meta, rows, figures, layer_maps, rel_rdms,
                     info, progress)
         del st
+    if cfg.converse:
+        try:
+            st, info = load(store.SPATIAL_KEY)
+        except FileNotFoundError as exc:  # templates.spatial: null
+            log.warning("rsa.converse: %s; no swap-vs-converse table", exc)
+            st, info = None, {"missing": str(exc)}
+        summary["stimuli"][store.SPATIAL_KEY] = info
+        if st is not None:
+            res = resamples(st, cfg, cfg.seed)
+            info["resampling"] = {"scheme": res.kind, "units": res.unit, "n_units": res.n_units,
+                                  "replicates": len(res), "label": res.label}
+            for metric in cfg.metrics:
+                rows["converse"] += converse_analysis(st, res, metric, cfg.ci)
     tables: dict[str, pd.DataFrame] = {}
     for name, r in rows.items():
         df = pd.DataFrame(r)

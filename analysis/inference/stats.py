@@ -737,6 +737,35 @@ def confirmatory_tables(files: list[Path], relations: pd.DataFrame, units: list[
     return {"confirmatory": table, "matched_splits": splits, "reference_frames": frames}
 
 
+def controlled_splits(files: list[Path], units: list[store.SuiteUnit]) -> pd.DataFrame:
+    """Exploratory: the controlled spatial set's probes (tasks ``C_*``) per held-out form pair,
+    the unit the scores' noun-pair intervals hold fixed: accuracy and rows per condition, task,
+    axis and split, with the split's training and test form pairs (from the units' reports)."""
+    cols = ["task", "condition", "axis", "split", "train_pairs", "test_pair", "n", "accuracy"]
+    paths = [f for f in files if f.stem.startswith("C_")]
+    if not paths:
+        return pd.DataFrame(columns=cols)
+    oof = pd.concat([pd.read_parquet(f, columns=["task", "condition", "layer", "target", "repeat",
+                                                 "y_true", "y_pred"]) for f in paths],
+                    ignore_index=True)
+    oof = oof[oof["layer"] == store.PRIMARY_LAYER]
+    info = {}
+    for u in units:
+        rep = u.dir / "report.json"
+        ctl = json.loads(rep.read_text()).get("controlled", {}) if rep.exists() else {}
+        for key, val in ctl.items():
+            for sp in val.get("splits", []):
+                info[(*key.split(":", 1), sp["split"])] = (" + ".join(sp["train_pairs"]), sp["test_pair"])
+    out = (oof.assign(correct=oof["y_true"] == oof["y_pred"])
+           .groupby(["task", "condition", "target", "repeat"])["correct"]
+           .agg(n="size", accuracy="mean").reset_index()
+           .rename(columns={"target": "axis", "repeat": "split"}))
+    names = [info.get((t, a, r), ("", "")) for t, a, r in zip(out["task"], out["axis"], out["split"])]
+    out["train_pairs"] = [n[0] for n in names]
+    out["test_pair"] = [n[1] for n in names]
+    return out[cols]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("stats", __doc__.splitlines()[0]).parse_args(argv)
     params = load_params(args.params)
@@ -766,6 +795,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, df in confirmatory_tables(files, relations, units, cfg.confirmatory).items():
                 write_csv(out / f"{name}.csv", df)
                 log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+        ctl = controlled_splits(files, units)
+        if len(ctl):
+            write_csv(out / "controlled_splits.csv", ctl)
+            log.info("wrote %s (%d rows)", STATS_DIR / "controlled_splits.csv", len(ctl))
         write_json(out / "report.json", {
             "missing": missing, **summary, "null_scores": null is not None,
             "units": [u.name for u in units],

@@ -64,6 +64,19 @@ def bow_features(captions: list[str], min_df: int = 1) -> tuple[np.ndarray, np.n
     return counts, counts > 0
 
 
+def common_width(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both at the narrower width: the wider one through a Gaussian random projection drawn
+    from ``seed`` alone (sklearn; its matrix depends on the widths, never on the rows)."""
+    from sklearn.random_projection import GaussianRandomProjection
+    if a.shape[1] == b.shape[1]:
+        return a, b
+    wide, narrow = (a, b) if a.shape[1] > b.shape[1] else (b, a)
+    proj = GaussianRandomProjection(n_components=narrow.shape[1], random_state=seed)
+    proj.fit(np.zeros((1, wide.shape[1])))
+    wide = (wide @ proj.components_.T).astype(np.float32)
+    return (wide, narrow) if a.shape[1] > b.shape[1] else (narrow, wide)
+
+
 def interaction(i: np.ndarray, t: np.ndarray) -> np.ndarray:
     """[i; t; i*t; |i-t|] on L2-normalized vectors: lets a linear probe test agreement."""
     i = i / np.linalg.norm(i, axis=1, keepdims=True)

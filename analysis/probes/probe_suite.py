@@ -34,11 +34,11 @@ from analysis.common.io import replace_dir, write_csv, write_json, write_parquet
 from analysis.common.errors import UserError
 from analysis.common.params import CONDITION_NAME, condition_sets, load_params, stage_settings
 from analysis.common.store import OOF_COLUMNS, TIDY_COLUMNS
-from analysis.probes.features import bow_features, cosine, interaction, standardize
+from analysis.probes.features import bow_features, common_width, cosine, interaction, standardize
 from analysis.probes.nested_cv import engine_options, run_problems, zeroshot_oof
 from analysis.probes.settings import SuiteSettings
-from analysis.probes.tasks import (Problem, matched_problems, t1_problems, t2_problems,
-                                   t3_holdout_problems, t3_problems)
+from analysis.probes.tasks import (Problem, controlled_problems, matched_problems, t1_problems,
+                                   t2_problems, t3_holdout_problems, t3_problems)
 
 log = logging.getLogger("probe_suite")
 
@@ -54,6 +54,7 @@ class Pair:
     image: str
     text_view: str | None = None
     image_view: str | None = None
+    image_only: bool = True
 
 
 # --------------------------------------------------------------------------- inputs
@@ -66,8 +67,15 @@ class SuiteData:
     embed_root: Path = store.EMBED_DIR
     vsr_root: Path = store.VSR_DIR
     unusable_path: Path = store.IMAGE_UNUSABLE
+    templates_root: Path = store.TEMPLATES_DIR
 
     def table(self, variant: str, split: str) -> pd.DataFrame:
+        if variant == "templates":
+            path = self.templates_root / f"{split}.parquet"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found: run the 'templates' stage first "
+                                        "(dvc repro templates)")
+            return pd.read_parquet(path)
         return store.load_split(variant, split, self.vsr_root)
 
     def present(self, variant: str, split: str) -> list[str]:
@@ -143,18 +151,75 @@ def probe_text(c: Collected, feats: dict[str, np.ndarray], t1: list[Problem], t2
             log.info("%s: %s in %.0fs", cond, name, c.time(f"{cond}:{name}", start))
 
 
+def probe_controlled(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict,
+                     text: list[str], bow: bool, report: dict) -> None:
+    """The controlled spatial set's probes (`tasks.controlled_problems`) on each text condition
+    and, with ``bow``, its own bag of words; its rows are the set's, not VSR's."""
+    if cfg.controlled is None or not (text or bow):
+        return
+    variant, split = store.parse_split_key(store.SPATIAL_KEY)
+    try:
+        table = data.table(variant, split)
+    except FileNotFoundError as exc:
+        raise UserError(f"{exc}; the controlled probes (probe_suite.controlled) need it: set "
+                        "templates.spatial and run the templates stage, or set "
+                        "probe_suite.controlled: null") from None
+    probs = controlled_problems(table, cfg.controlled, cfg.cv)
+    ids = table["row_id"].to_numpy()
+    report["controlled"] = {f"{p.task}:{p.target}": p.info for p in probs}
+    present = data.present(variant, split)
+    lacking = [x for x in text if x not in present]
+    if lacking:
+        raise UserError(f"no embeddings of {lacking} on {store.SPATIAL_KEY} in {data.embed_root}: "
+                        f"add {store.SPATIAL_KEY} to embed.splits and re-run their embed stages, "
+                        "or set probe_suite.controlled: null")
+    sets: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    for cond in text:
+        X, covered = data.vectors(cond, variant, split, _view(cfg, cond), table)
+        if not covered.all():
+            raise ValueError(f"text condition {cond} lacks {int((~covered).sum())} rows of "
+                             f"{store.SPATIAL_KEY}: re-run its embed stage")
+        sets.append((cond, standardize(X), None))
+    if bow and cfg.bow.enabled:
+        counts, occurs = bow_features(table["caption"].tolist(), cfg.bow.min_df)
+        sets.append(("bow", standardize(counts), occurs))
+    for cond, X, occurs in sets:
+        start = time.perf_counter()
+        c.add(run_problems(X, probs, ids, cond, -1, cfg, eng, f"{cond} controlled", None,
+                           occurs=occurs, min_df=cfg.bow.min_df))
+        log.info("%s: controlled set in %.0fs", cond, c.time(f"{cond}:controlled", start))
+
+
 def probe_pairs(c: Collected, pairs: list[Pair], pair_feats: dict, t3: list[Problem],
                 t3_idx: np.ndarray, t3_ids: np.ndarray, cfg: SuiteSettings, eng: dict,
                 permute: list[str]) -> None:
-    """Grounded T3 per image/text pair: image only, concatenation, interaction, zero-shot."""
+    """Grounded T3 per image/text pair (`pair_sets`)."""
     for p in pairs:
         start = time.perf_counter()
         i, t = (a[t3_idx] for a in pair_feats[p.name])
-        for cond, X in ((p.image, i), (f"{p.name}_concat", np.hstack([i, t])),
-                        (f"{p.name}_interaction", interaction(i, t))):
+        sets, zs = pair_sets(p, i, t, cfg.cv.seed)
+        for cond, X in sets:
             c.add(run_problems(standardize(X), t3, t3_ids, cond, -1, cfg, eng, f"{cond} T3", permute))
-        c.add(zeroshot_oof(cosine(i, t), t3, t3_ids, f"{p.name}_zeroshot"))
+        if zs is not None:
+            c.add(zeroshot_oof(zs, t3, t3_ids, f"{p.name}_zeroshot"))
         c.time(p.name, start)
+
+
+def pair_sets(p: Pair, i: np.ndarray, t: np.ndarray, seed: int
+              ) -> tuple[list[tuple[str, np.ndarray]], np.ndarray | None]:
+    """A pair's feature sets: image only (unless ``image_only`` is false), concatenation,
+    interaction; and the zero-shot cosine where image and text share a space (same width).
+    Where the widths differ (SBERT text, CLIP image) the interaction's wider side is first
+    mapped to the narrower width by a fixed Gaussian random projection (`common_width`:
+    data-independent, so no row informs another's features); such a pair has no zero-shot."""
+    sets = [(p.image, i)] if p.image_only else []
+    sets += [(f"{p.name}_concat", np.hstack([i, t])),
+             (f"{p.name}_interaction", interaction(*common_width(i, t, seed)))]
+    if i.shape[1] != t.shape[1]:
+        log.info("%s: widths %d (image) and %d (text) differ: no zero-shot score", p.name,
+                 i.shape[1], t.shape[1])
+        return sets, None
+    return sets, cosine(i, t)
 
 
 def holdout_features(data: SuiteData, cfg: SuiteSettings, text: list[str], pairs: list[Pair],
@@ -209,11 +274,10 @@ def probe_holdout(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, 
             if len(stack) == 1:
                 conds = [(name, stack[0])]
             else:
-                i, t = stack
-                img = next(p.image for p in pairs if p.name == name)
-                conds = [(img, i), (f"{name}_concat", np.hstack([i, t])),
-                         (f"{name}_interaction", interaction(i, t))]
-                c.add(zeroshot_oof(cosine(i, t), probs, ids, f"{name}_zeroshot"))
+                conds, zs = pair_sets(next(p for p in pairs if p.name == name), *stack,
+                                      cfg.cv.seed)
+                if zs is not None:
+                    c.add(zeroshot_oof(zs, probs, ids, f"{name}_zeroshot"))
             for cond, X in conds:
                 c.add(run_problems(standardize(X, np.arange(n_tr)), probs, ids, cond, -1, cfg,
                                    eng, f"{cond} T3 {hv} train->test"))
@@ -330,6 +394,7 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str]
     c = Collected()
     probe_text(c, feats, t1, t2, t3, t3_idx, row_ids, t3_ids, cfg, eng, permute, bow_occurs)
     probe_pairs(c, pairs, pair_feats, t3, t3_idx, t3_ids, cfg, eng, permute)
+    probe_controlled(c, data, cfg, eng, text, bow, report)
     probe_holdout(c, data, cfg, eng, text, pairs)
     report["layerwise"] = probe_layers(c, data, cfg, eng, table, text, pairs, pair_feats,
                                        t3_table, t3_idx, t3_ids)
@@ -358,7 +423,7 @@ def unit_args(unit: str, params: dict, path) -> dict:
     sets = condition_sets(params, path)
     if unit in sets.pairs:
         p = sets.pairs[unit]
-        return {"pairs": [Pair(unit, p.text, p.image, p.text_view, p.image_view)]}
+        return {"pairs": [Pair(unit, p.text, p.image, p.text_view, p.image_view, p.image_only)]}
     if store.is_image_condition(unit) or not CONDITION_NAME.match(unit):
         raise UserError(f"--unit {unit!r}: not a text condition, 'bow' or a pair of "
                         f"conditions.pairs {list(sets.pairs)} in {path}")

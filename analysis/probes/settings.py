@@ -119,6 +119,34 @@ class MatchedSettings(Settings):
         return pairs
 
 
+class ControlledSettings(Settings):
+    """Probes on the controlled spatial set (``templates/spatial``, `analysis.data.templates`):
+    per axis, ``C_polarity`` (which pole the phrase names) and ``C_scene`` (whether the pair's
+    first noun is at the first pole: "A above B" and its converse "B below A" against the swap
+    "B above A", which a bag of words cannot tell apart). Each split trains on ``train_pairs``
+    form pairs and tests on another, every rotation, crossed with noun-pair folds, so neither a
+    phrase nor a noun pair is seen in training and test; C is chosen by leave-one-form-pair-out
+    inside the training pairs."""
+
+    targets: tuple[Literal["polarity", "scene"], ...] = ("polarity", "scene")
+    """which targets (tasks C_polarity, C_scene)"""
+    train_pairs: int = 2
+    """form pairs a probe trains on, the same on every axis (at least 2: the inner CV holds one out)"""
+    noun_folds: int = 5
+    """noun-pair folds crossed with each held-out form pair"""
+    train_sets: Literal["all", "cyclic"] = "cyclic"
+    """per held-out pair, train on every choice of ``train_pairs`` other pairs ("all") or on
+    the next ``train_pairs`` pairs in the listed order ("cyclic": one split per pair, so an
+    axis costs as many splits as it has pairs)"""
+
+    @field_validator("train_pairs")
+    @classmethod
+    def _two(cls, n: int) -> int:
+        if n < 2:
+            raise ValueError("at least 2: C is chosen by holding out one training form pair")
+        return n
+
+
 class T3Settings(Settings):
     """Grounded truth (VSR's True/False label)."""
 
@@ -182,6 +210,7 @@ class SuiteSettings(Settings):
     t2: T2Settings
     t3: T3Settings
     matched: MatchedSettings | None = None
+    controlled: ControlledSettings | None = None
     permutation: PermutationSettings
     layers: LayerSettings = LayerSettings()
 

@@ -22,7 +22,8 @@ from analysis.data.groups import (bounded_image_caption_groups, caption_groups, 
 from analysis.data.relations import frequent_relations as _frequent_relations
 from analysis.probes.folds import (Fold, grouped_kfold, nested_cv, word_assignments, word_relabelings,
                                    word_split)
-from analysis.probes.settings import CVSettings, MatchedSettings, T1Settings, T2Settings, T3Settings
+from analysis.probes.settings import (ControlledSettings, CVSettings, MatchedSettings, T1Settings,
+                                     T2Settings, T3Settings)
 
 log = logging.getLogger("tasks")
 
@@ -212,6 +213,78 @@ def matched_problems(table: pd.DataFrame, cfg: MatchedSettings, cv: CVSettings) 
                 "classes": classes, "splits": splits}
         out.append(Problem("M_polarity", axis, rows, y, pairs_all[rows], 2, folds, names, info,
                            words=words))
+    return out
+
+
+def crossed_folds(forms: np.ndarray, nouns: np.ndarray, y: np.ndarray, form_pairs: list[str],
+                  train_pairs: int, noun_folds: int, seed: int, where: str,
+                  train_sets: str = "all") -> tuple[list[Fold], list[dict]]:
+    """Held-out form pairs crossed with noun-pair folds: split r trains on ``train_pairs`` form
+    pairs and tests on another (every pair tested; with ``train_sets`` "all" every choice of
+    training pairs, with "cyclic" the next pairs in order; repeat = r), its test rows dealt into
+    ``noun_folds`` folds by noun pair, each trained on the training pairs' rows of the *other*
+    noun pairs, so a test row shares neither its phrase nor its noun pair with any training row.
+    Inner splits (choosing C) hold out one training form pair at a time."""
+    folds, splits = [], []
+    for test in range(len(form_pairs)):
+        others = [k for k in range(len(form_pairs)) if k != test]
+        K = len(form_pairs)
+        choices = (itertools.combinations(others, train_pairs) if train_sets == "all" else
+                   [tuple(sorted((test + j) % K for j in range(1, train_pairs + 1)))])
+        for train in choices:
+            r = len(splits)
+            is_test = forms == form_pairs[test]
+            test_rows = np.flatnonzero(is_test)
+            here = f"{where} train {[form_pairs[k] for k in train]} test {form_pairs[test]}"
+            for f, (_, te) in enumerate(grouped_kfold(y[test_rows], nouns[test_rows], noun_folds,
+                                                      seed + r, here)):
+                te = test_rows[te]
+                held_nouns = np.unique(nouns[te])
+                tr = np.flatnonzero(np.isin(forms, [form_pairs[k] for k in train])
+                                    & ~np.isin(nouns, held_nouns))
+                inner = [(tr[forms[tr] != form_pairs[k]], tr[forms[tr] == form_pairs[k]])
+                         for k in train]
+                for side, idx in (("training", tr), ("test", te)):
+                    if np.unique(y[idx]).size < 2:
+                        raise ValueError(f"{here} noun fold {f}: the {side} side has one class")
+                folds.append(Fold(r, f, tr, te, inner))
+            splits.append({"split": r, "test_pair": form_pairs[test],
+                           "train_pairs": [form_pairs[k] for k in train],
+                           "test_rows": int(is_test.sum()), "noun_folds": noun_folds})
+    return folds, splits
+
+
+def controlled_problems(table: pd.DataFrame, cfg: ControlledSettings, cv: CVSettings) -> list[Problem]:
+    """The controlled spatial set's probes (`ControlledSettings`): per target and axis, one
+    binary problem whose groups are noun pairs and whose splits are `crossed_folds`. Rows of
+    every axis must exist; an axis with too few form pairs for ``train_pairs`` is an error."""
+    missing = [c for c in ("axis", "form_pair", "pole", "scene", "pair_id") if c not in table]
+    if missing:
+        raise ValueError(f"controlled spatial set: columns {missing} missing (re-run the "
+                         "templates stage)")
+    out = []
+    for target in cfg.targets:
+        for axis, part in table.groupby("axis", sort=False):
+            rows = part.index.to_numpy()
+            forms = part["form_pair"].to_numpy()
+            form_pairs = list(pd.unique(forms))
+            if len(form_pairs) <= cfg.train_pairs:
+                raise ValueError(f"probe_suite.controlled.train_pairs={cfg.train_pairs}: axis "
+                                 f"{axis} has {len(form_pairs)} form pairs, none left to test")
+            poles = list(pd.unique(part["pole"]))
+            if target == "scene":
+                y, classes = part["scene"].to_numpy(int), ["no", "yes"]
+            else:
+                y, classes = (part["pole"].to_numpy() == poles[1]).astype(int), poles
+            nouns = part["pair_id"].to_numpy()
+            task = f"C_{target}"
+            folds, splits = crossed_folds(forms, nouns, y, form_pairs, cfg.train_pairs,
+                                          cfg.noun_folds, cv.seed, f"{task} {axis}",
+                                          cfg.train_sets)
+            info = {"assignments": len(splits), "form_pairs": form_pairs, "splits": splits,
+                    "noun_pairs": int(pd.unique(nouns).size), "rows": int(len(rows))}
+            out.append(Problem(task, str(axis), rows, y, nouns, 2, folds, classes, info,
+                               words=part["relation"].to_numpy()))
     return out
 
 

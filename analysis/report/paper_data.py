@@ -75,6 +75,8 @@ LABELS = {
     "clip_random_concat": "CLIP image+text (random weights)",
     "clip_random_interaction": "CLIP interaction features (random weights)",
     "clip_random_zeroshot": "CLIP zero-shot score (random weights)",
+    "sbert_clip_concat": "SBERT text + CLIP image",
+    "sbert_clip_interaction": "SBERT text × CLIP image interaction features",
     # tasks
     "T1": "T1 relation identity",
     "T1_ovr": "T1 one-vs-rest",
@@ -82,6 +84,9 @@ LABELS = {
     "T1_control_ovr": "T1 control task, one-vs-rest",
     "T2_axis": "T2 spatial axis",
     "T2_polarity": "T2 polarity",
+    "M_polarity": "matched polarity",
+    "C_polarity": "controlled polarity",
+    "C_scene": "controlled scene",
     "T3": "T3 truth, cross-validated",
     "T3_holdout_random": "T3 truth, random train→test",
     "T3_holdout_zeroshot": "T3 truth, zeroshot train→test",
@@ -109,7 +114,8 @@ LABELS = {
 CONDITION_LABELS = {k: LABELS[k] for k in (
     "sbert", "clip_text", "clip_image", "clip_concat", "sbert_random", "clip_text_random",
     "clip_image_random", "clip_concat_random", "bow", "clip_interaction", "clip_zeroshot",
-    "clip_random_concat", "clip_random_interaction", "clip_random_zeroshot")}
+    "clip_random_concat", "clip_random_interaction", "clip_random_zeroshot", "sbert_clip_concat",
+    "sbert_clip_interaction")}
 
 
 # Mean macro F1 over 36 relations reported by the original class project's README (the numbers

@@ -107,6 +107,13 @@ def test_conditions_are_checked():
     with pytest.raises(SettingsError, match="must be a new name"):
         conditions({"conditions": {"text": ["clip_text"], "image": ["clip_image"],
                                    "pairs": {"clip_text": pair}}})
+    both = {"text": ["sbert", "clip_text"], "image": ["clip_image"],
+            "pairs": {"clip": pair, "sbert_clip": {"text": "sbert", "image": "clip_image"}}}
+    with pytest.raises(SettingsError, match=r"image conditions \['clip_image'\] are probed alone by "
+                                            r"more than one pair: set image_only: false"):
+        conditions({"conditions": both})
+    both["pairs"]["sbert_clip"]["image_only"] = False
+    assert condition_sets({"conditions": both}).pairs["sbert_clip"].image_only is False
     sets = condition_sets({"conditions": {"text": ["sbert", "clip_text"], "image": ["clip_image"],
                                           "pairs": {"clip": pair}}})
     assert sets.all == ("sbert", "clip_text", "clip_image")

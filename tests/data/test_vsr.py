@@ -412,3 +412,19 @@ def test_offline_github_source_names_data_mirror(tmp_path, monkeypatch):
         vsr.main(["--params", str(params)])
     msg = str(err.value)
     assert "github-raw.invalid" in msg and "data.mirror" in msg and "not retried" in msg
+
+
+def test_caption_overlap_counts_by_hand():
+    """Test rows whose caption is in train, and of those with any / a majority of opposite
+    training labels, counted by hand on a small table."""
+    import pandas as pd
+    from analysis.data.vsr import caption_overlap
+    train = pd.DataFrame({"caption": ["a", "a", "a", "b", "c"], "label": [1, 1, 0, 0, 1]})
+    test = pd.DataFrame({"caption": ["a", "a", "b", "c", "d"], "label": [1, 0, 0, 0, 1]})
+    # a(1): train {1,1,0} -> any opposite, not majority; a(0): any and majority opposite;
+    # b(0): train {0}: neither; c(0): train {1}: both; d: unseen
+    got = caption_overlap(train, test)
+    assert got["test_rows"] == 5 and got["caption_in_train"] == 4
+    assert got["opposite_label_in_train"] == 3 and got["majority_opposite_in_train"] == 2
+    assert got["share_in_train"] == 0.8 and got["share_opposite_of_shared"] == 0.75
+    assert caption_overlap(train, test.iloc[4:])["share_opposite_of_shared"] is None

@@ -439,3 +439,55 @@ def test_subsample_fraction_must_leave_a_proper_subset():
     cfg = load_yaml((ROOT / "params.smoke.yaml").read_text())["rsa"]
     with pytest.raises(SettingsError, match="subsample_fraction"):
         validate(rsa.RsaSettings, {**cfg, "subsample_fraction": 1.0}, "rsa")
+
+
+def test_converse_analysis_known_geometries():
+    """Swap vs converse on the controlled spatial set: an order-blind bag of words puts a
+    caption on its swap (distance 0, so swap - converse < 0); an encoder of the scene (the same
+    vector for a caption and its converse, the opposite for its swap) gives swap - converse > 0;
+    the estimate is the mean of the per-item differences, computed here directly."""
+    from analysis.geometry.comparisons import Stimuli, converse_analysis
+    cfg = templates.SpatialSettings(
+        poles={"vertical": ("up", "down"), "horizontal": ("left", "right")},
+        pairs={"vertical": (("above", "below"), ("over", "under")),
+               "horizontal": (("left of", "right of"), ("to the left of", "to the right of"))})
+    table = templates.generate_spatial(templates.noun_pairs(["person", "cat", "dog", "bed", "car"]),
+                                       cfg, META)
+    rng = np.random.default_rng(0)
+    words = {w: rng.normal(size=D) for c in table["caption"] for w in c.lower().strip(".").split()}
+    bag = np.stack([sum(words[w] for w in c.lower().strip(".").split()) for c in table["caption"]])
+    axis_code = {a: rng.normal(size=D) for a in cfg.pairs}
+    noun = {n: rng.normal(size=D) * 0.5 for n in set(table["subject"])}
+    sign = np.where(table["scene"] == 1, 1.0, -1.0)
+    scene = np.stack([s * axis_code[a] + noun[x] + noun[y] for s, a, x, y in
+                      zip(sign, table["axis"], table["subject"], table["object"])])
+    scene += 0.1 * rng.normal(size=scene.shape)
+    names, nouns = rsa.row_nouns(table)
+    st = Stimuli(key=store.SPATIAL_KEY, table=table, X={"bag": bag, "scene": scene}, layers={},
+                 nouns=nouns)
+    res = rsa.resamples(st, _cfg(), 0)
+    df = pd.DataFrame(converse_analysis(st, res, "cosine", 0.95))
+    for cond, X in (("bag", bag), ("scene", scene)):
+        for axis in cfg.pairs:
+            by = {(r, s, o): i for i, (r, s, o) in enumerate(zip(table["relation"], table["subject"],
+                                                                  table["object"]))}
+            part = table[table["axis"] == axis]
+            U = X / np.linalg.norm(X, axis=1, keepdims=True)
+            diffs = []
+            for f in pd.unique(part["form_pair"]):
+                a, b = f.split(" / ")
+                for i, r in part[part["form_pair"] == f].iterrows():
+                    partner = b if r["relation"] == a else a
+                    sw = 1 - U[i] @ U[by[(r["relation"], r["object"], r["subject"])]]
+                    cv = 1 - U[i] @ U[by[(partner, r["object"], r["subject"])]]
+                    diffs.append(sw - cv)
+            row = _row(df, comparison=cond, method="swap_minus_converse", relation=axis)
+            assert row["estimate"] == pytest.approx(np.mean(diffs), abs=1e-6)
+            assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
+            if cond == "bag":
+                assert _row(df, comparison=cond, method="swap_distance", relation=axis)["estimate"] == pytest.approx(0, abs=1e-6)
+                assert row["ci_high"] < 0
+            else:
+                assert row["ci_low"] > 0
+    d = _row(df, comparison="bag - scene", method="swap_minus_converse_difference", relation="vertical")
+    assert d["ci_high"] < 0

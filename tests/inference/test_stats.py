@@ -347,3 +347,36 @@ def test_plot_tables_by_hand():
                                     ("T1_ovr sbert", 0): 0.5, ("T2_axis sbert", 0): 0.3})
     assert out["asymmetry"].to_dict("records") == [
         {"task": "T3", "estimate": 0.05, "ci_low": -0.1, "ci_high": 0.2, "p_value": 0.3}]
+
+
+def test_controlled_splits_are_per_held_out_form_pair(tmp_path):
+    """controlled_splits: one row per (task, condition, axis, split) of the C_* tasks with the
+    split's form pairs from the unit's report, its primary-layer rows and accuracy (by hand)."""
+    from analysis.inference.stats import controlled_splits
+    rng = np.random.default_rng(0)
+    unit = store.SuiteUnit("sbert", tmp_path)
+    unit.oof_dir.mkdir(parents=True)
+    n = 40
+    oof = pd.DataFrame({"task": "C_scene", "condition": "sbert", "layer": np.r_[[-1] * n, [0] * n],
+                        "target": "vertical", "repeat": np.tile(np.repeat([0, 1], n // 2), 2),
+                        "row_id": [f"templates/spatial/{i:05d}" for i in range(2 * n)],
+                        "group": "a|b", "fold": 0, "y_true": rng.integers(0, 2, 2 * n),
+                        "y_pred": rng.integers(0, 2, 2 * n), "score": 0.5, "C": 1.0})
+    oof.to_parquet(unit.oof_dir / "C_scene.parquet")
+    oof.assign(task="T1").to_parquet(unit.oof_dir / "T1.parquet")  # not a controlled task
+    splits = [{"split": 0, "train_pairs": ["over / under", "higher than / lower than"],
+               "test_pair": "above / below"},
+              {"split": 1, "train_pairs": ["above / below", "higher than / lower than"],
+               "test_pair": "over / under"}]
+    (unit.dir / "report.json").write_text(json.dumps(
+        {"controlled": {"C_scene:vertical": {"splits": splits}}}))
+    out = controlled_splits(sorted(unit.oof_dir.glob("*.parquet")), [unit])
+    assert len(out) == 2 and set(out["task"]) == {"C_scene"}
+    prim = oof[oof["layer"] == -1]
+    for r, row in out.set_index("split").iterrows():
+        part = prim[prim["repeat"] == r]
+        assert row["n"] == len(part)
+        assert row["accuracy"] == pytest.approx((part["y_true"] == part["y_pred"]).mean())
+    assert out.loc[0, "test_pair"] == "above / below"
+    assert out.loc[0, "train_pairs"] == "over / under + higher than / lower than"
+    assert controlled_splits([unit.oof_dir / "T1.parquet"], [unit]).empty

@@ -8,7 +8,7 @@ import pytest
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.preprocessing import StandardScaler
 
-from analysis.probes.features import bow_features, fold_scale, standardize
+from analysis.probes.features import bow_features, common_width, fold_scale, standardize
 
 
 def test_fold_scale_is_one_over_the_training_rows_sd():
@@ -65,3 +65,22 @@ def test_bow_vocabulary_per_fold_is_countvectorizer_on_the_training_rows(min_df)
     Xtr = fold_vec.transform([c for c, t in zip(caps, train) if t]).toarray()
     varying = set(np.asarray(fold_vec.get_feature_names_out())[Xtr.var(0) > 0])
     assert set(vocab[S > 0]) == varying
+
+
+def test_common_width_is_sklearns_projection_and_ignores_the_rows():
+    """The wider side goes through sklearn's GaussianRandomProjection (same seed, same matrix),
+    drawn from the widths alone: the projection of a row does not depend on the other rows."""
+    from sklearn.random_projection import GaussianRandomProjection
+    rng = np.random.default_rng(0)
+    text, image = rng.normal(size=(30, 24)), rng.normal(size=(30, 8))
+    img, proj = common_width(image, text, seed=3)
+    assert img is image and proj.shape == (30, 8)
+    ref = GaussianRandomProjection(n_components=8, random_state=3).fit(text).transform(text)
+    np.testing.assert_allclose(proj, ref, rtol=1e-5, atol=1e-5)
+    _, first = common_width(image[:5], text[:5], seed=3)
+    np.testing.assert_allclose(first, proj[:5], rtol=1e-6)
+    a, b = common_width(text, image, seed=3)  # argument order kept
+    np.testing.assert_allclose(a, proj, rtol=1e-6)
+    assert b is image
+    same = rng.normal(size=(4, 8))
+    assert common_width(image[:4], same, 0)[1] is same

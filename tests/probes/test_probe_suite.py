@@ -4,6 +4,7 @@ signal separated from noise, and the files the stage writes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ import pytest
 import yaml
 
 from analysis.common import store
-from analysis.common.io import write_json, write_npy
+from analysis.common.io import load_yaml, write_json, write_npy
+from analysis.data import templates
 from analysis.common.store import OOF_COLUMNS
 from analysis.data.relations import load_meta_categories
 from analysis.data.vsr_format import normalize, read_split
@@ -19,6 +21,7 @@ from analysis.common.errors import UserError
 from analysis.probes.probe_suite import Pair, SuiteData, main, run_suite
 from tests.probes.conftest import suite_dict, suite_settings
 
+ROOT = Path(__file__).resolve().parents[2]
 # a smaller suite than the smoke profile's (seconds)
 SMALL = {"C_grid": {"min": 1e-4, "max": 1e4, "num": 3},
          "cv": {"n_splits": 3, "n_repeats": 1, "inner_splits": 2, "seed": 0},
@@ -62,6 +65,21 @@ def write_workspace(root, fixture_vsr, missing_images=2):
             keep = ~table["image"].isin(missing).to_numpy()
             store.save_embeddings("clip_image", variant, split, {"image_embeds": img[keep]},
                                   {"row_ids": [i for i, k in zip(ids, keep) if k]}, emb)
+    # the controlled spatial set: sbert codes the scene (a caption and its converse alike),
+    # clip_text is noise
+    params = load_yaml((ROOT / "params.smoke.yaml").read_text())["templates"]
+    spatial = templates.generate_spatial(templates.noun_pairs(params["nouns"]),
+                                         templates.SpatialSettings(**params["spatial"]), meta)
+    tpath = root / "data" / "templates" / "spatial.parquet"
+    tpath.parent.mkdir(parents=True, exist_ok=True)
+    spatial.to_parquet(tpath)
+    n, m = len(spatial), {"row_ids": spatial["row_id"].tolist()}
+    axis = np.eye(32)[pd.factorize(spatial["axis"])[0]]
+    scene = 4 * axis * np.where(spatial["scene"] == 1, 1, -1)[:, None] + rng.normal(size=(n, 32))
+    store.save_embeddings("sbert", "templates", "spatial", {"mean": scene}, m, emb)
+    store.save_embeddings("clip_text", "templates", "spatial",
+                          {"pooler_output": rng.normal(size=(n, 24)),
+                           "text_embeds": rng.normal(size=(n, 16))}, m, emb)
     manifest = pd.DataFrame({"image": sorted(images)})
     manifest["path"] = "data/images/" + manifest["image"]
     manifest["status"] = np.where(manifest["image"].isin(missing), "missing", "ok")
@@ -80,7 +98,8 @@ CLIP = Pair("clip", text="clip_text", text_view="text_embeds", image="clip_image
 
 
 def suite_data(root) -> SuiteData:
-    return SuiteData(root / "results" / "embeddings", root / "data" / "vsr", _unusable(root))
+    return SuiteData(root / "results" / "embeddings", root / "data" / "vsr", _unusable(root),
+                     root / "data" / "templates")
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +206,8 @@ def test_main_writes_outputs(tmp_path, fixture_vsr, repo_root, monkeypatch):
     assert (out / "scores.csv").exists()
     assert {p.name for p in (out / "oof").iterdir()} == {
         "T1.parquet", "T1_control.parquet", "T1_control_ovr.parquet", "T2_axis.parquet",
-        "T2_polarity.parquet", "M_polarity.parquet", "T3.parquet"}
+        "T2_polarity.parquet", "M_polarity.parquet", "C_polarity.parquet", "C_scene.parquet",
+        "T3.parquet"}
     assert main(["--params", "p.yaml", "--unit", "bow"]) == 0
     assert set(pd.read_csv(suite / "bow" / "scores.csv")["condition"]) == {"bow"}
     assert main(["--params", "p.yaml", "--unit", "clip"]) == 0
@@ -202,3 +222,46 @@ def test_main_writes_outputs(tmp_path, fixture_vsr, repo_root, monkeypatch):
     assert set(derived["y_true"]) == {0, 1}
     scores = pd.read_csv(out / "scores.csv")
     assert set(scores["condition"]) == {"sbert"}
+
+
+def test_sbert_text_with_clip_image_pair(suite_run):
+    """A pair of SBERT text (32 wide here) and CLIP image features (16): concatenation and
+    interaction only (no image-only probe, which pair `clip` owns; no zero-shot between
+    unaligned spaces), on the same T3 rows and folds as the CLIP pair; the interaction's SBERT
+    side goes through the fixed random projection to the image width."""
+    from analysis.probes.probe_suite import pair_sets
+    root, _, oof, *_ = suite_run
+    cfg = suite_settings(SMALL, {"layers": {"tasks": []}, "permutation": {"n": 0},
+                                 "t1": {"control": False}})
+    pair = Pair("sbert_clip", text="sbert", text_view="mean", image="clip_image",
+                image_view="image_embeds", image_only=False)
+    got, scores, _, _ = run_suite(cfg, suite_data(root), pairs=[pair])
+    assert set(scores["condition"]) == {"sbert_clip_concat", "sbert_clip_interaction"}
+    assert {"T3", "T3_holdout_random"} <= set(got)
+    key = ["target", "repeat", "row_id", "fold"]
+    mine = got["T3"].query("condition == 'sbert_clip_concat'")[key].sort_values(key)
+    clip = oof["T3"].query("condition == 'clip_concat' and layer == -1")[key].sort_values(key)
+    pd.testing.assert_frame_equal(mine.reset_index(drop=True), clip.reset_index(drop=True))
+    rng = np.random.default_rng(1)
+    sets, zs = pair_sets(pair, rng.normal(size=(5, 16)), rng.normal(size=(5, 32)), seed=0)
+    assert zs is None and [(n, X.shape[1]) for n, X in sets] == [
+        ("sbert_clip_concat", 48), ("sbert_clip_interaction", 64)]
+    sets, zs = pair_sets(CLIP, rng.normal(size=(5, 16)), rng.normal(size=(5, 16)), seed=0)
+    assert zs is not None and [n for n, _ in sets] == ["clip_image", "clip_concat", "clip_interaction"]
+
+
+def test_controlled_set_probes_read_the_scene_code(suite_run):
+    """On the controlled spatial set, sbert's synthetic scene code gives C_scene well above chance on every
+    axis; clip_text (noise) and the bag of words (a caption and its swap share their words)
+    stay near chance; the report lists every split."""
+    _, _, oof, scores, _, report = suite_run
+    acc = scores[(scores["metric"] == "accuracy")].set_index(["task", "condition", "target"])["estimate"]
+    axes = set(oof["C_scene"]["target"])
+    assert axes == {"vertical", "horizontal", "depth"}
+    for axis in axes:
+        assert acc[("C_scene", "sbert", axis)] > 0.75, acc.loc["C_scene"]  # 32 training rows, 32 dims
+        assert abs(acc[("C_scene", "clip_text", axis)] - 0.5) < 0.2
+        assert abs(acc[("C_scene", "bow", axis)] - 0.5) < 0.1
+    assert set(oof["C_scene"]["row_id"].str.split("/").str[1]) == {"spatial"}
+    assert report["controlled"]["C_scene:vertical"]["assignments"] == len(
+        report["controlled"]["C_scene:vertical"]["form_pairs"])

@@ -174,3 +174,93 @@ def test_matched_polarity_holds_out_whole_antonym_pairs(fixture_vsr):
         matched_problems(table, bad, cv)
     with pytest.raises(ValueError, match="a word is in two pairs"):
         MatchedSettings(pairs={"vertical": [["above", "below"], ["above", "under"]]})
+
+
+def spatial_table(nouns=("person", "cat", "dog", "bed", "car", "truck")):
+    from analysis.data import templates
+    cfg = templates.SpatialSettings(
+        poles={"vertical": ("up", "down"), "horizontal": ("left", "right")},
+        pairs={"vertical": (("above", "below"), ("over", "under"), ("higher than", "lower than")),
+               "horizontal": (("to the left of", "to the right of"), ("on the left of", "on the right of"),
+                              ("at the left side of", "at the right side of"),
+                              ("on the left-hand side of", "on the right-hand side of"))})
+    return templates.generate_spatial(templates.noun_pairs(list(nouns)), cfg,
+                                      load_meta_categories()[0])
+
+
+def test_controlled_folds_cross_held_out_form_pairs_with_noun_pairs():
+    """C_polarity / C_scene: each split trains on 2 form pairs and tests on another (3 pairs:
+    3 splits; 4 pairs: 4 x 3 = 12); within a split every test row is predicted once, and no
+    phrase or noun pair is on both sides of a fold; inner splits hold out one training pair."""
+    from analysis.probes.settings import ControlledSettings
+    from analysis.probes.tasks import controlled_problems
+
+    table = spatial_table()
+    cyclic = {(p.task, p.target): p for p in controlled_problems(
+        table, ControlledSettings(train_pairs=2, noun_folds=3, train_sets="cyclic"), CV)}
+    hz = cyclic["C_scene", "horizontal"].info  # one split per pair: the next two pairs in order
+    forms = hz["form_pairs"]
+    assert [(sp["test_pair"], sp["train_pairs"]) for sp in hz["splits"]] == [
+        (forms[k], [forms[(k + 1) % 4], forms[(k + 2) % 4]] if k < 2 else
+         sorted([forms[(k + 1) % 4], forms[(k + 2) % 4]], key=forms.index)) for k in range(4)]
+    cfg = ControlledSettings(train_pairs=2, noun_folds=3, train_sets="all")
+    probs = {(p.task, p.target): p for p in controlled_problems(table, cfg, CV)}
+    assert set(probs) == {(t, a) for t in ("C_polarity", "C_scene") for a in ("vertical", "horizontal")}
+    assert probs["C_scene", "vertical"].info["assignments"] == 3
+    assert probs["C_scene", "horizontal"].info["assignments"] == 12
+    for (task, axis), p in probs.items():
+        part = table.loc[p.rows]
+        assert (part["axis"] == axis).all()
+        expected = part["scene"] if task == "C_scene" else (part["pole"] != part["pole"].iloc[0]).astype(int)
+        np.testing.assert_array_equal(p.y, expected.to_numpy())
+        form = part["form_pair"].to_numpy()
+        noun = part["pair_id"].to_numpy()
+        for r in range(p.info["assignments"]):
+            folds = [f for f in p.folds if f.repeat == r]
+            assert len(folds) == cfg.noun_folds
+            tested = np.concatenate([f.test for f in folds])
+            assert len(tested) == len(set(tested)) == p.info["splits"][r]["test_rows"]
+            assert len(set(form[tested])) == 1
+            for f in folds:
+                assert not set(form[f.train]) & set(form[f.test])
+                assert not set(noun[f.train]) & set(noun[f.test])
+                assert len(set(form[f.train])) == cfg.train_pairs
+                assert len(f.inner) == cfg.train_pairs
+                for tr, va in f.inner:
+                    assert set(tr) | set(va) == set(f.train) and len(set(form[va])) == 1
+                    assert not set(form[tr]) & set(form[va])
+    with pytest.raises(ValueError, match="train_pairs=3: axis vertical has 3 form pairs"):
+        controlled_problems(table, ControlledSettings(train_pairs=3, noun_folds=3), CV)
+    with pytest.raises(ValueError, match="at least 2"):
+        ControlledSettings(train_pairs=1)
+
+
+def test_controlled_scene_probe_known_answers():
+    """Simulated features with a known answer, through the suite's nested CV: a code for the
+    scene's direction (same for a caption and its converse) gives C_scene near 1; the bag of
+    n-grams gives chance (a caption and its swap share every unigram; the bigram "cat is" marks
+    the subject, but the scene is subject XOR pole, which no linear probe of the counts reads);
+    the pole's word gives C_polarity 1 where every form shares it."""
+    from analysis.probes.features import bow_features, standardize
+    from analysis.probes.nested_cv import engine_options, run_problems
+    from analysis.probes.settings import ControlledSettings
+    from analysis.probes.tasks import controlled_problems
+    from tests.probes.conftest import suite_settings
+
+    table = spatial_table()
+    cfg = suite_settings()
+    probs = controlled_problems(table, ControlledSettings(train_pairs=2, noun_folds=3), CV)
+    ids = table["row_id"].to_numpy()
+    rng = np.random.default_rng(0)
+    scene = np.where(table["scene"] == 1, 1.0, -1.0)
+    X = np.c_[scene + 0.3 * rng.standard_normal(len(table)), rng.standard_normal((len(table), 5))]
+    counts, occurs = bow_features(table["caption"].tolist(), 1)
+    acc = {}
+    for name, feats, occ in (("code", standardize(X), None), ("bow", standardize(counts), occurs)):
+        _, sc, _ = run_problems(feats, probs, ids, name, -1, cfg, engine_options(cfg.engine),
+                                progress=False, occurs=occ, min_df=1)
+        acc[name] = sc[sc["metric"] == "accuracy"].set_index(["task", "target"])["estimate"]
+    assert (acc["code"].loc["C_scene"] > 0.95).all()
+    assert (acc["bow"].loc["C_scene"] - 0.5).abs().max() < 0.03
+    assert acc["bow"].loc[("C_polarity", "horizontal")] == 1.0   # "left" / "right" in every form
+    assert acc["bow"].loc[("C_polarity", "vertical")] == 0.5     # no shared word across forms

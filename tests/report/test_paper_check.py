@@ -298,10 +298,12 @@ def test_labels_for_readers():
     # every task and condition name the pipeline writes (params.smoke.yaml runs them all) has
     # a reader's label, without the pipeline's underscores
     names = ["T1", "T1_control", "T1_control_ovr", "T1_ovr", "T2_axis", "T2_polarity", "T3",
+             "M_polarity", "C_polarity", "C_scene",
              "T3_holdout_random", "T3_holdout_zeroshot", "bow", "clip_concat", "clip_image",
              "clip_image_random", "clip_interaction", "clip_random_concat",
              "clip_random_interaction", "clip_random_zeroshot", "clip_text", "clip_text_random",
-             "clip_zeroshot", "sbert", "sbert_random", "spearman", "linear_cka"]
+             "clip_zeroshot", "sbert", "sbert_random", "spearman", "linear_cka",
+             "sbert_clip_concat", "sbert_clip_interaction"]
     assert [n for n in names if "_" in L(n) or L(n) == n] == []
 
 
