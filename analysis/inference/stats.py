@@ -766,6 +766,44 @@ def controlled_splits(files: list[Path], units: list[store.SuiteUnit]) -> pd.Dat
     return out[cols]
 
 
+def dimension_controls(units: list[store.SuiteUnit], cfg: StatsSettings) -> pd.DataFrame:
+    """Exploratory: the dimension controls (`probe_suite.dimension`) per task, condition, axis,
+    method and size: accuracy over every projection seed's OOF rows (their mean) with an
+    interval over noun-pair groups, and the spread of the per-seed accuracies."""
+    cols = ["task", "condition", "target", "method", "size", "estimate", "ci_low", "ci_high",
+            "n", "n_groups", "n_seeds", "seed_sd", "ci_level", "ci_method"]
+    paths = [u.dir / "controls" / "dimension.parquet" for u in units]
+    frames = [pd.read_parquet(p) for p in paths if p.exists()]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(frames, ignore_index=True)
+    rows = []
+    for (task, cond, target, method, size), part in df.groupby(
+            ["task", "condition", "target", "method", "size"], sort=True):
+        # each seed's repeats as repeats of one probe: the estimate is the mean over seeds
+        part = part.assign(repeat=part["seed"] * 1_000_000 + part["repeat"],
+                           row_id=part["row_id"].astype("category"),
+                           group=part["group"].astype(str).astype("category"))
+        key = (task, cond, -1, target)
+        est = stats.bootstrap_ci(to_predictions(part, key), "accuracy", cfg.n_resamples,
+                                 cfg.seed_for(task, target), cfg.level, cfg.ci_method)
+        per_seed = (part["y_true"] == part["y_pred"]).groupby(part["seed"]).mean()
+        rows.append({"task": task, "condition": cond, "target": target, "method": method,
+                     "size": int(size), "estimate": est.estimate, "ci_low": est.ci_low,
+                     "ci_high": est.ci_high, "n": est.n, "n_groups": est.n_groups,
+                     "n_seeds": int(per_seed.size),
+                     "seed_sd": float(per_seed.std(ddof=1)) if per_seed.size > 1 else np.nan,
+                     "ci_level": cfg.level, "ci_method": cfg.ci_method})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def code_lengths(units: list[store.SuiteUnit]) -> pd.DataFrame:
+    """Exploratory: the online code lengths (`probe_suite.mdl`) of every unit, in bits."""
+    paths = [u.dir / "controls" / "mdl.csv" for u in units]
+    frames = [pd.read_csv(p) for p in paths if p.exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser("stats", __doc__.splitlines()[0]).parse_args(argv)
     params = load_params(args.params)
@@ -793,6 +831,11 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(out / PLOTS_DIR / f"{name}.csv", df)
         if cfg.confirmatory is not None:
             for name, df in confirmatory_tables(files, relations, units, cfg.confirmatory).items():
+                write_csv(out / f"{name}.csv", df)
+                log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+        for name, df in (("dimension_controls", dimension_controls(units, cfg)),
+                         ("code_lengths", code_lengths(units))):
+            if len(df):
                 write_csv(out / f"{name}.csv", df)
                 log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
         ctl = controlled_splits(files, units)

@@ -323,3 +323,27 @@ def zeroshot_oof(score: np.ndarray, problems: list[Problem], table_row_ids: np.n
         oofs.append(df)
         scores.extend(_score_rows(prob, condition, -1, df, {}, ytr))
     return pd.concat(oofs, ignore_index=True), pd.DataFrame(scores)
+
+
+def run_per_fold(sets: list[tuple[np.ndarray, Problem]], prob: Problem,
+                 table_row_ids: np.ndarray, condition: str, layer: int, cfg: SuiteSettings,
+                 eng: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Nested CV of one binary problem whose features differ per outer fold (``sets``: one
+    (features over the problem's rows, single-fold problem) per fold, e.g.
+    `controls.pca_fold_problems`): each fold is fit on its own features, the folds' OOF rows
+    are joined and scored as `run_problems` scores a problem."""
+    if prob.n_classes != 2:
+        raise ValueError(f"{prob.task} {prob.target}: per-fold features need a binary problem")
+    ids = table_row_ids[prob.rows]
+    frames, ytr, unconverged = [], {}, 0
+    for X, local in sets:
+        oof, sc, _ = run_problems(X, [local], ids, condition, layer, cfg, eng, progress=False)
+        frames.append(oof)
+        unconverged += int(sc["unconverged_folds"].iloc[0])
+        fold = local.folds[0]
+        ytr[(fold.repeat, fold.fold)] = prob.y[fold.train]
+    oof = pd.concat(frames, ignore_index=True)
+    rows = _score_rows(prob, condition, layer, oof, {}, ytr)
+    for r in rows:
+        r["unconverged_folds"] = unconverged
+    return oof, pd.DataFrame(rows)

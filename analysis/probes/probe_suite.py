@@ -34,8 +34,9 @@ from analysis.common.io import replace_dir, write_csv, write_json, write_parquet
 from analysis.common.errors import UserError
 from analysis.common.params import CONDITION_NAME, condition_sets, load_params, stage_settings
 from analysis.common.store import OOF_COLUMNS, TIDY_COLUMNS
+from analysis.probes.controls import mdl_table, pca_fold_problems, random_projection
 from analysis.probes.features import bow_features, common_width, cosine, interaction, standardize
-from analysis.probes.nested_cv import engine_options, run_problems, zeroshot_oof
+from analysis.probes.nested_cv import engine_options, run_per_fold, run_problems, zeroshot_oof
 from analysis.probes.settings import SuiteSettings
 from analysis.probes.tasks import (Problem, controlled_problems, matched_problems, t1_problems,
                                    t2_problems, t3_holdout_problems, t3_problems)
@@ -106,6 +107,10 @@ class Collected:
     scores: list[pd.DataFrame] = field(default_factory=list)
     nulls: list[pd.DataFrame] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    dimension: list[pd.DataFrame] = field(default_factory=list)  # reduced-width OOF rows
+    dimension_scores: list[pd.DataFrame] = field(default_factory=list)
+    mdl: list[pd.DataFrame] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def add(self, result: tuple) -> None:
         self.oofs.append(result[0])
@@ -151,6 +156,49 @@ def probe_text(c: Collected, feats: dict[str, np.ndarray], t1: list[Problem], t2
             log.info("%s: %s in %.0fs", cond, name, c.time(f"{cond}:{name}", start))
 
 
+def probe_controls(c: Collected, cond: str, X: np.ndarray, problems: list[Problem],
+                   ids: np.ndarray, cfg: SuiteSettings, eng: dict, where: str,
+                   text: bool = True) -> None:
+    """The dimension controls (`DimensionSettings`, text conditions only: a bag of words has
+    no fixed width) and the online code length (`MdlSettings`) of ``problems`` on ``X``."""
+    start = time.perf_counter()
+    dim, mdl = cfg.dimension, cfg.mdl
+    if dim is not None and text:
+        probs = [p for p in problems if p.task in dim.tasks]
+        for size in dim.sizes:
+            if probs and size >= X.shape[1]:
+                c.skipped.append(f"{cond}: width {X.shape[1]} <= {size}: no reduction to {size}")
+                continue
+            for method in dim.methods:
+                runs = []
+                if method == "random":
+                    for seed in range(dim.seeds):
+                        oof, sc, _ = run_problems(random_projection(X, size, seed), probs, ids,
+                                                  cond, -1, cfg, eng, progress=False)
+                        runs.append((seed, oof, sc))
+                else:
+                    for p in probs:
+                        fewest = min(len(f.train) for f in p.folds)
+                        if size > fewest:  # more components than training rows: no PCA
+                            c.skipped.append(f"{cond}: {p.task} {p.target} trains on {fewest} "
+                                             f"rows: no PCA to {size}")
+                            continue
+                        oof, sc = run_per_fold(pca_fold_problems(X, p, size), p, ids, cond, -1,
+                                               cfg, eng)
+                        runs.append((0, oof, sc))
+                for seed, oof, sc in runs:
+                    tag = {"method": method, "size": size, "seed": seed}
+                    c.dimension.append(oof.assign(**tag))
+                    c.dimension_scores.append(sc.assign(**tag))
+    if mdl is not None:
+        probs = [p for p in problems if p.task in mdl.tasks]
+        if probs:
+            c.mdl.append(mdl_table(X, probs, cond, mdl.C, mdl.seed))
+    if (dim is not None and text) or mdl is not None:
+        log.info("%s: controls on %s in %.0fs", cond, where,
+                 c.time(f"{cond}:controls:{where}", start))
+
+
 def probe_controlled(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict,
                      text: list[str], bow: bool, report: dict) -> None:
     """The controlled spatial set's probes (`tasks.controlled_problems`) on each text condition
@@ -188,6 +236,8 @@ def probe_controlled(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dic
         c.add(run_problems(X, probs, ids, cond, -1, cfg, eng, f"{cond} controlled", None,
                            occurs=occurs, min_df=cfg.bow.min_df))
         log.info("%s: controlled set in %.0fs", cond, c.time(f"{cond}:controlled", start))
+        probe_controls(c, cond, X, probs, ids, cfg, eng, store.SPATIAL_KEY,
+                       text=occurs is None)
 
 
 def probe_pairs(c: Collected, pairs: list[Pair], pair_feats: dict, t3: list[Problem],
@@ -393,6 +443,9 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str]
 
     c = Collected()
     probe_text(c, feats, t1, t2, t3, t3_idx, row_ids, t3_ids, cfg, eng, permute, bow_occurs)
+    for cond, X in feats.items():
+        probe_controls(c, cond, X, t2, row_ids, cfg, eng, f"{variant}/{split}",
+                       text=cond != "bow")
     probe_pairs(c, pairs, pair_feats, t3, t3_idx, t3_ids, cfg, eng, permute)
     probe_controlled(c, data, cfg, eng, text, bow, report)
     probe_holdout(c, data, cfg, eng, text, pairs)
@@ -401,6 +454,11 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str]
     log.info("probe suite parts (seconds): %s", c.timings)
     note_runtime_parts(c.timings)  # to results/runtimes/probe_suite.json, not the hashed outputs
 
+    report["controls_skipped"] = c.skipped
+    controls = {name: pd.concat(parts, ignore_index=True) for name, parts in
+                (("dimension", c.dimension), ("dimension_scores", c.dimension_scores),
+                 ("mdl", c.mdl)) if parts}
+    report["controls"] = controls
     if not c.scores:
         return {}, pd.DataFrame(columns=TIDY_COLUMNS), pd.DataFrame(), report
     oof = pd.concat(c.oofs, ignore_index=True)
@@ -439,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = stage_settings(SuiteSettings, params, "probe_suite", args.params)
     unit = store.SuiteUnit(args.unit, SUITE_DIR)
     oof, scores, null, report = run_suite(cfg, **unit_args(args.unit, params, args.params))
+    controls = report.pop("controls", {})
     report["unit"] = args.unit
     with replace_dir(unit.dir) as out:  # the unit's whole folder at once: no stale OOF or null file
         for task, df in oof.items():
@@ -446,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(out / unit.scores_path.name, scores)
         if len(null):
             write_parquet(out / unit.null_path.name, null)
+        for name, df in controls.items():  # dimension controls and code lengths (exploratory)
+            if name == "dimension":
+                write_parquet(out / "controls" / "dimension.parquet", df)
+            else:
+                write_csv(out / "controls" / f"{name}.csv", df)
         write_json(out / "report.json", report)
     log.info("probe suite %s: %d score rows, %d OOF rows over %d tasks", args.unit, len(scores),
              sum(len(d) for d in oof.values()), len(oof))

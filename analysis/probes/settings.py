@@ -147,6 +147,31 @@ class ControlledSettings(Settings):
         return n
 
 
+class DimensionSettings(Settings):
+    """Dimension controls (exploratory, issue 13 item 5): the ``tasks`` re-probed on every text
+    condition after PCA (fit on each outer fold's training rows) and after Gaussian random
+    projections (``seeds`` draws) to each of ``sizes`` dimensions, so encoders of different
+    widths are compared at equal width. Results: ``controls/dimension.parquet`` per unit."""
+
+    tasks: tuple[str, ...] = ("M_polarity", "C_polarity")
+    """binary tasks of the suite to re-probe (their folds and rows unchanged)"""
+    sizes: tuple[int, ...] = (64, 128, 256)
+    """target widths; a size at or above a condition's width is skipped and reported"""
+    methods: tuple[Literal["pca", "random"], ...] = ("pca", "random")
+    seeds: int = 3
+    """random-projection seeds (PCA is deterministic)"""
+
+
+class MdlSettings(Settings):
+    """Online code length (MDL, Voita & Titov 2020; exploratory) of the ``tasks``' labels on
+    each text condition and bag of words: rows in a seeded random order, a logistic probe at
+    inverse regularization ``C`` per block, in bits beside the uniform code."""
+
+    tasks: tuple[str, ...] = ("M_polarity", "C_polarity")
+    C: float = 1.0
+    seed: int = 0
+
+
 class T3Settings(Settings):
     """Grounded truth (VSR's True/False label)."""
 
@@ -211,6 +236,8 @@ class SuiteSettings(Settings):
     t3: T3Settings
     matched: MatchedSettings | None = None
     controlled: ControlledSettings | None = None
+    dimension: DimensionSettings | None = None
+    mdl: MdlSettings | None = None
     permutation: PermutationSettings
     layers: LayerSettings = LayerSettings()
 

@@ -380,3 +380,40 @@ def test_controlled_splits_are_per_held_out_form_pair(tmp_path):
     assert out.loc[0, "test_pair"] == "above / below"
     assert out.loc[0, "train_pairs"] == "over / under + higher than / lower than"
     assert controlled_splits([unit.oof_dir / "T1.parquet"], [unit]).empty
+
+
+def test_dimension_controls_pool_projection_seeds(tmp_path):
+    """dimension_controls: per (task, condition, axis, method, size), the accuracy over both
+    seeds' OOF rows (= the mean of the seeds' accuracies on equal rows), the seeds' sd by
+    hand, an interval around it over noun-pair groups; code_lengths joins the units' tables."""
+    from analysis.inference.stats import code_lengths, dimension_controls
+    rng = np.random.default_rng(0)
+    unit = store.SuiteUnit("sbert", tmp_path)
+    (unit.dir / "controls").mkdir(parents=True)
+    n = 60
+    parts = []
+    y = rng.integers(0, 2, n)  # a row's label is the same under every projection
+    for seed, p_correct in ((0, 0.9), (1, 0.6)):
+        pred = np.where(rng.random(n) < p_correct, y, 1 - y)
+        parts.append(pd.DataFrame({
+            "task": "M_polarity", "condition": "sbert", "layer": -1, "target": "vertical",
+            "repeat": 0, "fold": 0, "row_id": [f"random/train/{i:05d}" for i in range(n)],
+            "group": [f"g{i % 12}" for i in range(n)], "y_true": y, "y_pred": pred, "score": 0.5,
+            "C": 1.0, "method": "random", "size": 64, "seed": seed}))
+    df = pd.concat(parts, ignore_index=True)
+    df.to_parquet(unit.dir / "controls" / "dimension.parquet")
+    pd.DataFrame({"task": ["M_polarity"], "target": ["vertical"], "condition": ["sbert"],
+                  "online_bits": [30.0], "uniform_bits": [60.0], "compression": [2.0],
+                  "n": [60]}).to_csv(unit.dir / "controls" / "mdl.csv", index=False)
+    params = load_yaml(Path(__file__).resolve().parents[2] / "params.smoke.yaml")
+    cfg = stage_settings(stats_stage.StatsSettings, params, "stats")
+    out = dimension_controls([unit, store.SuiteUnit("bow", tmp_path)], cfg)
+    assert len(out) == 1
+    row = out.iloc[0]
+    accs = [(p["y_true"] == p["y_pred"]).mean() for p in parts]
+    assert row["estimate"] == pytest.approx(np.mean(accs))
+    assert row["seed_sd"] == pytest.approx(np.std(accs, ddof=1))
+    assert row["n_seeds"] == 2 and row["n_groups"] == 12 and row["size"] == 64
+    assert row["ci_low"] < row["estimate"] < row["ci_high"]
+    assert code_lengths([unit])["compression"].tolist() == [2.0]
+    assert dimension_controls([store.SuiteUnit("bow", tmp_path)], cfg).empty

@@ -18,7 +18,9 @@ from analysis.common.store import OOF_COLUMNS
 from analysis.data.relations import load_meta_categories
 from analysis.data.vsr_format import normalize, read_split
 from analysis.common.errors import UserError
-from analysis.probes.probe_suite import Pair, SuiteData, main, run_suite
+from analysis.probes.nested_cv import engine_options
+from analysis.probes.probe_suite import (Collected, Pair, SuiteData, main, probe_controls,
+                                         run_suite)
 from tests.probes.conftest import suite_dict, suite_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,8 +210,11 @@ def test_main_writes_outputs(tmp_path, fixture_vsr, repo_root, monkeypatch):
         "T1.parquet", "T1_control.parquet", "T1_control_ovr.parquet", "T2_axis.parquet",
         "T2_polarity.parquet", "M_polarity.parquet", "C_polarity.parquet", "C_scene.parquet",
         "T3.parquet"}
+    assert {p.name for p in (out / "controls").iterdir()} == {
+        "dimension.parquet", "dimension_scores.csv", "mdl.csv"}
     assert main(["--params", "p.yaml", "--unit", "bow"]) == 0
     assert set(pd.read_csv(suite / "bow" / "scores.csv")["condition"]) == {"bow"}
+    assert {p.name for p in (suite / "bow" / "controls").iterdir()} == {"mdl.csv"}  # no width
     assert main(["--params", "p.yaml", "--unit", "clip"]) == 0
     assert set(pd.read_csv(suite / "clip" / "scores.csv")["condition"]) == {
         "clip_image", "clip_concat", "clip_interaction", "clip_zeroshot"}
@@ -265,3 +270,56 @@ def test_controlled_set_probes_read_the_scene_code(suite_run):
     assert set(oof["C_scene"]["row_id"].str.split("/").str[1]) == {"spatial"}
     assert report["controlled"]["C_scene:vertical"]["assignments"] == len(
         report["controlled"]["C_scene:vertical"]["form_pairs"])
+
+
+def test_dimension_controls_and_code_lengths(suite_run):
+    """`probe_suite.dimension`: M_polarity and C_polarity re-probed on each text condition (not
+    bag of words) at every smaller size, PCA once and each random-projection seed, on the rows
+    and folds of the full-width probe; a size at a condition's width is skipped and reported.
+    `probe_suite.mdl`: a code length per task, condition (bag of words too) and axis, over
+    every row of the task; the uniform code is one bit a row. (Signal against noise is
+    checked in tests/probes/test_controls.py: these fixtures are too small for it.)"""
+    _, cfg, oof, _, _, report = suite_run
+    ctl = report["controls"]
+    assert report["controls_skipped"] == []  # sbert 32 wide, clip_text's pooler output 24
+    got = set(ctl["dimension_scores"][["condition", "method", "size", "seed"]]
+              .itertuples(index=False, name=None))
+    assert got == {(c, m, s, k) for c in ("sbert", "clip_text") for s in (8, 16)
+                   for m, k in [("pca", 0), ("random", 0), ("random", 1)]}
+    assert set(ctl["dimension_scores"]["task"]) == {"M_polarity", "C_polarity"}
+    key = ["target", "repeat", "fold", "row_id"]
+    for (task, cond, method, size, seed), part in ctl["dimension"].groupby(
+            ["task", "condition", "method", "size", "seed"]):
+        full = oof[task].query("condition == @cond and layer == -1")
+        pd.testing.assert_frame_equal(part[key].sort_values(key).reset_index(drop=True),
+                                      full[key].sort_values(key).reset_index(drop=True))
+    mdl = ctl["mdl"].set_index(["task", "condition", "target"])
+    assert set(mdl.index.get_level_values("condition")) == {"sbert", "clip_text", "bow"}
+    assert (mdl["uniform_bits"] == mdl["n"]).all()
+    assert set(mdl.index.get_level_values("task")) == {"M_polarity", "C_polarity"}
+    n_rows = oof["M_polarity"].query("condition == 'sbert' and layer == -1").groupby("target")["row_id"].nunique()
+    for axis, n in n_rows.items():  # every row of the task is coded, not only test rows
+        assert mdl.loc[("M_polarity", "sbert", axis), "n"] >= n
+
+
+def test_a_size_at_the_width_is_skipped_and_reported(suite_run):
+    _, cfg, *_ = suite_run
+    X = np.random.default_rng(0).normal(size=(40, 8))
+    c = Collected()
+    cfg = cfg.model_copy(update={"dimension": cfg.dimension.model_copy(update={"sizes": (8,)}),
+                                 "mdl": None})
+    from analysis.probes.tasks import Problem
+    from analysis.probes.folds import nested_cv
+    y = np.arange(40) % 2
+    g = np.array([f"g{i % 10}" for i in range(40)])
+    prob = Problem("M_polarity", "vertical", np.arange(40), y, g, 2,
+                   nested_cv(y, g, n_splits=2, n_repeats=1, inner_splits=2, seed=0))
+    probe_controls(c, "enc", X, [prob], np.array([f"r{i}" for i in range(40)]), cfg,
+                   engine_options(cfg.engine), "here")
+    assert c.skipped == ["enc: width 8 <= 8: no reduction to 8"] and not c.dimension
+    wide = np.random.default_rng(1).normal(size=(40, 30))
+    cfg24 = cfg.model_copy(update={"dimension": cfg.dimension.model_copy(update={"sizes": (24,)})})
+    probe_controls(c, "enc", wide, [prob], np.array([f"r{i}" for i in range(40)]), cfg24,
+                   engine_options(cfg.engine), "here")
+    assert c.skipped[1] == "enc: M_polarity vertical trains on 20 rows: no PCA to 24"
+    assert {d["method"].iloc[0] for d in c.dimension} == {"random"}  # the projections still run
