@@ -115,6 +115,24 @@ def contrast(df: pd.DataFrame, title: str = "(CLIP − SBERT) vertical − horiz
     return alt.layer(zero, rule, point).properties(width=WIDTH, height=alt.Step(28))
 
 
+def axis_scores(df: pd.DataFrame, title: str = "accuracy on the held-out antonym pair",
+                chance: float = 0.5) -> alt.Chart:
+    """One panel per ``axis``: each condition's score with its CI, the chance level dashed.
+    Columns: axis, condition, estimate, ci_low, ci_high."""
+    _need(df, ["axis", "condition", "estimate", "ci_low", "ci_high"], "axis_scores")
+    df = df[["axis", "condition", "estimate", "ci_low", "ci_high"]]  # only what is drawn
+    axes = [a for a in ("vertical", "horizontal", "depth") if a in set(df["axis"])] + sorted(
+        set(df["axis"]) - {"vertical", "horizontal", "depth"})
+    base = alt.Chart().encode(y=alt.Y("condition:N", title=None, sort=None))
+    rule = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=title, scale=alt.Scale(domain=[0, 1])), x2="ci_high:Q")
+    point = base.mark_point(size=60, filled=True).encode(
+        x="estimate:Q", tooltip=["axis", "condition", *_ci_tooltip()])
+    line = alt.Chart().mark_rule(strokeDash=[4, 3], color="gray").encode(x=alt.datum(chance))
+    return alt.layer(line, rule, point, data=df).properties(width=150, height=alt.Step(16)) \
+        .facet(column=alt.Column("axis:N", title=None, sort=axes))
+
+
 def layer_curves(df: pd.DataFrame, title: str = "macro F1") -> alt.Chart:
     """Score by layer with a CI band, one line per condition, one panel per ``panel``.
     Columns: layer, condition, estimate, ci_low, ci_high, panel."""

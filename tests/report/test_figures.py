@@ -35,6 +35,19 @@ def test_forest_draws_each_relation_once_across_facets(diffs):
     assert all(f">{m}<" in svg for m in ("X", "Y", "Z"))
 
 
+def test_axis_scores_one_point_per_condition_and_axis_in_axis_order():
+    df = pd.DataFrame({"axis": ["horizontal", "vertical", "depth"] * 2,
+                       "condition": ["SBERT"] * 3 + ["bag of words"] * 3,
+                       "estimate": [0.9, 0.95, 0.7, 0.5, 0.55, 0.45]})
+    df = df.assign(ci_low=df["estimate"] - 0.05, ci_high=df["estimate"] + 0.05)
+    svg = vlc.vegalite_to_svg(F.axis_scores(df).to_json())
+    assert marks(svg, "symbol") == 6
+    heads = [svg.index(f">{a}<") for a in ("vertical", "horizontal", "depth")]
+    assert heads == sorted(heads)  # panels left to right: vertical, horizontal, depth
+    with pytest.raises(ValueError, match="axis_scores: data lacks columns"):
+        F.axis_scores(df.drop(columns="axis"))
+
+
 def test_heatmap_one_cell_and_one_label_per_row():
     df = pd.DataFrame({"target": ["above", "above", "left of", "left of"],
                        "condition": ["SBERT", "CLIP text"] * 2, "estimate": [0.8, 0.7, 0.6, 0.5],

@@ -30,10 +30,6 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
        "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 ENV.pop("SPATIAL_PAPER_ROOT", None)
-# Pipeline stages the author runs (default: all). The statistics stages take minutes on a busy
-# 2-core machine; `REVIEWER_PATH_STAGES="vsr templates images embed probe_replication"` checks
-# the DVC mechanics alone.
-RUN = os.environ.get("REVIEWER_PATH_STAGES", "").split()
 
 
 def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -42,17 +38,6 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}) in {cwd}:\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
-
-
-def copy_worktree(dst: Path) -> None:
-    """The files git would commit here (tracked and untracked-but-not-ignored), as a new repo."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, (n.decode() for n in listed)):
-        src = ROOT / name
-        if src.is_file() and not name.startswith(("results/", "data/")):  # outputs: made here
-            (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / name)
 
 
 class Server:
@@ -80,18 +65,14 @@ def paper_prose(repo: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    """The author's side: smoke outputs committed to DVC and git, pushed to a local remote."""
+def published(smoke_workspace, tmp_path_factory):
+    """The author's side: the session's smoke `dvc repro` (tests/conftest.py) committed to DVC
+    and git, pushed to a local remote; a copy, so the shared workspace stays as it was."""
     tmp = tmp_path_factory.mktemp("reviewer")
     author = tmp / "author"
-    author.mkdir()
-    copy_worktree(author)
-    shutil.copyfile(author / "params.smoke.yaml", author / "params.yaml")
-    sh("git", "init", "-q", "-b", "main", cwd=author)
-    sh(sys.executable, "-m", "analysis", "pipeline", "--params", "params.yaml",
-       *(["--only", *RUN] if RUN else []), cwd=author)
+    shutil.copytree(smoke_workspace, author, symlinks=True)
     stages = [s for s in sh("dvc", "stage", "list", "--name-only", cwd=author).stdout.split()
-              if s != "paper" and (not RUN or s.split("@")[0] in RUN)]
+              if s != "paper"]
     sh("dvc", "commit", "-f", "-q", *stages, cwd=author)
     sh("git", "add", "-A", cwd=author)
     sh("git", "commit", "-q", "-m", "smoke outputs", cwd=author)
@@ -113,12 +94,12 @@ def clone(published, name: str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # includes the whole smoke pipeline (the module fixture)
+@pytest.mark.timeout(2400)  # may include the session's smoke `dvc repro` (the fixture)
 def test_fresh_clone_pulls_and_renders_the_same_numbers(published):
     *_, author_prose, stages = published
     repo = clone(published, "clone")
     assert not (repo / "results/probes/replication/summary.csv").exists()
-    # the paper stage is not part of the smoke run here (no Quarto), so pull the stages that ran
+    # the pipeline's outputs (the rendered paper is not distributed: a reviewer renders it)
     sh("dvc", "pull", "-q", *stages, cwd=repo)
     status = sh(sys.executable, "-m", "analysis", "verify", "--status", "--targets", *stages,
                 cwd=repo, check=False)
