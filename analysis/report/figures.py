@@ -106,7 +106,9 @@ def contrast(df: pd.DataFrame, title: str = "(CLIP − SBERT) vertical − horiz
     per task). Columns: target, estimate, ci_low, ci_high."""
     _need(df, ["target", "estimate", "ci_low", "ci_high"], "contrast")
     df = df[["target", "estimate", "ci_low", "ci_high"]]  # only what is drawn
-    base = alt.Chart(df).encode(y=alt.Y("target:N", title=None))
+    # rows in the data's order (e.g. primary, secondary, exploratory), labels in full
+    base = alt.Chart(df).encode(y=alt.Y("target:N", title=None, sort=None,
+                                        axis=alt.Axis(labelLimit=400)))
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 3], color="gray") \
         .encode(x="x:Q")
     rule = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=title), x2="ci_high:Q")
@@ -115,9 +117,10 @@ def contrast(df: pd.DataFrame, title: str = "(CLIP − SBERT) vertical − horiz
     return alt.layer(zero, rule, point).properties(width=WIDTH, height=alt.Step(28))
 
 
-def axis_scores(df: pd.DataFrame, title: str = "accuracy on the held-out antonym pair",
+def axis_scores(df: pd.DataFrame, title: str = "accuracy",
                 chance: float = 0.5) -> alt.Chart:
-    """One panel per ``axis``: each condition's score with its CI, the chance level dashed.
+    """One panel per ``axis``: each condition's score with its CI, the chance level dashed
+    (``title`` is repeated under every panel: keep it short).
     Columns: axis, condition, estimate, ci_low, ci_high."""
     _need(df, ["axis", "condition", "estimate", "ci_low", "ci_high"], "axis_scores")
     df = df[["axis", "condition", "estimate", "ci_low", "ci_high"]]  # only what is drawn
