@@ -13,7 +13,7 @@ from pathlib import Path
 BENCHES = [
     ["bench_embed.py"],                                # SBERT path within 10% of plain encode
     ["bench_probe.py"],                                # engine >= 5x sklearn lbfgs, matched convergence
-    ["bench_probe.py", "--suite", "--layers", "13"],   # whole suite on text conditions < 15 min
+    ["bench_probe.py", "--suite", "--layers", "13"],   # the default text suite (seeds, controls) < 20 min
     ["bench_rsa.py"],                                  # 7,680-item RDMs + 1,000 bootstraps < 2 min
     ["bench_embed_gpu.py"],                            # captions/s, images/s on a GPU (skips without)
 ]

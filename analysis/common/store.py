@@ -74,6 +74,12 @@ def base_condition(condition: str) -> str:
     return re.sub(r"_random(_s\d+)?$", "", condition)
 
 
+def is_extra_seed(condition: str) -> bool:
+    """'sbert_random_s2' -> True: a random-weight twin's seed beyond the first (``_random`` is
+    seed ``models.random_seed``), run for the spread across seeds only."""
+    return re.search(r"_random_s\d+$", condition) is not None
+
+
 def primary_view(condition: str) -> str:
     return PRIMARY_VIEW[base_condition(condition)]
 

@@ -151,7 +151,8 @@ def probe_text(c: Collected, feats: dict[str, np.ndarray], t1: list[Problem], t2
                 continue
             start = time.perf_counter()
             vocab = {"occurs": None if occ is None else occ[rows], "min_df": cfg.bow.min_df}
-            c.add(run_problems(X[rows], probs, ids, cond, -1, cfg, eng, f"{cond} {name}", permute,
+            c.add(run_problems(X[rows], probs, ids, cond, -1, cfg.for_t1() if name == "T1" else cfg,
+                               eng, f"{cond} {name}", permute,
                                **vocab))
             log.info("%s: %s in %.0fs", cond, name, c.time(f"{cond}:{name}", start))
 
@@ -165,35 +166,40 @@ def probe_controls(c: Collected, cond: str, X: np.ndarray, problems: list[Proble
     dim, mdl = cfg.dimension, cfg.mdl
     if dim is not None and text:
         probs = [p for p in problems if p.task in dim.tasks]
+        sizes = []
         for size in dim.sizes:
             if probs and size >= X.shape[1]:
                 c.skipped.append(f"{cond}: width {X.shape[1]} <= {size}: no reduction to {size}")
-                continue
-            for method in dim.methods:
-                runs = []
-                if method == "random":
-                    for seed in range(dim.seeds):
-                        oof, sc, _ = run_problems(random_projection(X, size, seed), probs, ids,
-                                                  cond, -1, cfg, eng, progress=False)
-                        runs.append((seed, oof, sc))
-                else:
-                    for p in probs:
-                        fewest = min(len(f.train) for f in p.folds)
-                        if size > fewest:  # more components than training rows: no PCA
-                            c.skipped.append(f"{cond}: {p.task} {p.target} trains on {fewest} "
-                                             f"rows: no PCA to {size}")
-                            continue
-                        oof, sc = run_per_fold(pca_fold_problems(X, p, size), p, ids, cond, -1,
-                                               cfg, eng)
-                        runs.append((0, oof, sc))
-                for seed, oof, sc in runs:
-                    tag = {"method": method, "size": size, "seed": seed}
-                    c.dimension.append(oof.assign(**tag))
-                    c.dimension_scores.append(sc.assign(**tag))
+            else:
+                sizes.append(size)
+        runs: list[tuple[str, int, int, pd.DataFrame, pd.DataFrame]] = []
+        if "random" in dim.methods:
+            for size in sizes:
+                for seed in range(dim.seeds):
+                    oof, sc, _ = run_problems(random_projection(X, size, seed), probs, ids,
+                                              cond, -1, cfg, eng, progress=False)
+                    runs.append(("random", size, seed, oof, sc))
+        if "pca" in dim.methods:
+            for p in probs:
+                fewest = min(len(f.train) for f in p.folds)
+                fit = [k for k in sizes if k <= fewest]
+                c.skipped += [f"{cond}: {p.task} {p.target} trains on {fewest} rows: no PCA to {k}"
+                              for k in sizes if k > fewest]
+                if not fit:
+                    continue
+                # one PCA per fold at the largest size serves every smaller one
+                for size, sets in pca_fold_problems(X, p, fit).items():
+                    oof, sc = run_per_fold(sets, p, ids, cond, -1, cfg, eng)
+                    runs.append(("pca", size, 0, oof, sc))
+        for method, size, seed, oof, sc in sorted(runs, key=lambda r: (r[1], r[0], r[2])):
+            tag = {"method": method, "size": size, "seed": seed}
+            c.dimension.append(oof.assign(**tag))
+            c.dimension_scores.append(sc.assign(**tag))
     if mdl is not None:
         probs = [p for p in problems if p.task in mdl.tasks]
         if probs:
-            c.mdl.append(mdl_table(X, probs, cond, mdl.C, mdl.seed))
+            c.mdl.append(mdl_table(X, probs, cond, mdl.C, mdl.seed, by_form=mdl.by_form,
+                                   max_orders=mdl.max_orders))
     if (dim is not None and text) or mdl is not None:
         log.info("%s: controls on %s in %.0fs", cond, where,
                  c.time(f"{cond}:controls:{where}", start))
@@ -347,10 +353,14 @@ def probe_layers(c: Collected, data: SuiteData, cfg: SuiteSettings, eng: dict, t
     lay_conds = [x for x in text if lay.conditions is None or x in lay.conditions]
     lay_text = [x for x in lay_conds if data.has_layers(x, variant, split)]
     if lay.tasks and lay_text:
-        probs = [p for p in t1_problems(table, cfg.t1, lay_cfg.cv,
-                                        ovr="derived" if cfg.t1.ovr == "derived" else False)
-                 + t2_problems(table, lay_cfg.t2, lay_cfg.cv)
-                 if p.task in lay.tasks]
+        probs = []
+        if "T1" in lay.tasks:
+            probs += t1_problems(table, cfg.t1, lay_cfg.cv,
+                                 ovr="derived" if cfg.t1.ovr == "derived" else False)
+        if {"T2_axis", "T2_polarity"} & set(lay.tasks):
+            probs += [p for p in t2_problems(table, lay_cfg.t2, lay_cfg.cv) if p.task in lay.tasks]
+        if "M_polarity" in lay.tasks and cfg.matched is not None:  # its own splits (rotations)
+            probs += matched_problems(table, cfg.matched, lay_cfg.cv)
         for cond in lay_text:
             L, _ = data.vectors(cond, variant, split, store.LAYERS_VIEW, table, layered=True)
             start = time.perf_counter()
@@ -411,13 +421,21 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str]
         counts, bow_occurs = bow_features(table["caption"].tolist(), cfg.bow.min_df)
         feats["bow"] = standardize(counts)
 
-    t1 = t1_problems(table, cfg.t1, cv, ovr=cfg.t1.ovr)
-    if cfg.t1.control:
-        t1 += t1_problems(table, cfg.t1, cv, control_seed=cfg.t1.control_seed, ovr=cfg.t1.control_ovr)
-    t2 = t2_problems(table, cfg.t2, cv)
-    if cfg.matched is not None:  # the pre-registered matched polarity task, beside T2
+    only = None  # every task, except on an extra random seed's unit (`seed_settings`)
+    if text and cfg.seed_tasks is not None and all(store.is_extra_seed(x) for x in text):
+        cfg, only = seed_settings(cfg), cfg.seed_tasks
+        report["seed_tasks"] = list(only)
+        permute = []
+    t1_cv = cfg.for_t1().cv
+    t1 = t1_problems(table, cfg.t1, t1_cv, ovr=cfg.t1.ovr) if _runs(only, "T1") else []
+    if cfg.t1.control and t1:
+        t1 += t1_problems(table, cfg.t1, t1_cv, control_seed=cfg.t1.control_seed,
+                          ovr=cfg.t1.control_ovr)
+    t2 = t2_problems(table, cfg.t2, cv) if _runs(only, "T2") else []
+    if cfg.matched is not None and _runs(only, "M_polarity"):  # pre-registered, beside T2
         t2 += matched_problems(table, cfg.matched, cv)
-    report["t1_unparsed_noun_pairs"] = t1[0].info["unparsed_noun_pairs"]
+    if t1:
+        report["t1_unparsed_noun_pairs"] = t1[0].info["unparsed_noun_pairs"]
     report["t2"] = {f"{p.task}:{p.target}": p.info for p in t2}
 
     # T3 rows: those with a usable image, the same for every unit (compared row for row)
@@ -435,7 +453,7 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str]
     report["t3_rows_excluded_missing_image"] = int((~t3_mask).sum())
     t3_table = table[t3_mask].reset_index(drop=True)
     t3_idx = np.flatnonzero(t3_mask)
-    t3 = t3_problems(t3_table, cfg.t3, cv)
+    t3 = t3_problems(t3_table, cfg.t3, cv) if _runs(only, "T3") or pairs else []
     t3_ids = t3_table["row_id"].to_numpy()
     if t3 and (pairs or (bow and cfg.bow.enabled) or any(
             cfg.t3.text_conditions is None or x in cfg.t3.text_conditions for x in text)):
@@ -471,6 +489,28 @@ def run_suite(cfg: SuiteSettings, data: SuiteData | None = None, text: list[str]
     probes = sc.drop_duplicates(["task", "condition", "layer", "target"])
     report["probes_with_unconverged_folds"] = int((probes["unconverged_folds"].fillna(0) > 0).sum())
     return {t: g.reset_index(drop=True)[OOF_COLUMNS] for t, g in oof.groupby("task")}, sc, null, report
+
+
+def _runs(only: tuple[str, ...] | None, family: str) -> bool:
+    """Whether a task family ("T1", "T2", "T3", "M_polarity") runs: every one, unless ``only``
+    (an extra seed's `seed_tasks`) lists the tasks."""
+    return only is None or any(t == family or t.startswith(family + "_") for t in only)
+
+
+def seed_settings(cfg: SuiteSettings) -> SuiteSettings:
+    """The settings of an extra random seed's unit: only ``seed_tasks`` (the controlled set's
+    targets among them), no dimension controls, code lengths, caption-only or held-out T3,
+    permutation nulls or layers."""
+    tasks = cfg.seed_tasks
+    ctl = cfg.controlled
+    if ctl is not None:
+        targets = tuple(t for t in ctl.targets if f"C_{t}" in tasks)
+        ctl = ctl.model_copy(update={"targets": targets}) if targets else None
+    return cfg.model_copy(update={
+        "controlled": ctl, "dimension": None, "mdl": None,
+        "t3": cfg.t3.model_copy(update={"holdout": (), "text_conditions": ()}),
+        "permutation": cfg.permutation.model_copy(update={"n": 0}),
+        "layers": cfg.layers.model_copy(update={"tasks": ()})})
 
 
 def unit_args(unit: str, params: dict, path) -> dict:

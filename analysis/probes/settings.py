@@ -86,6 +86,16 @@ class T1Settings(Settings):
     control_seed: int = 1
     control_conditions: tuple[str, ...] | None = None
     """conditions that get the control task (null: every condition)"""
+    n_splits: int | None = None
+    """outer folds of T1 and its control task (null: cv.n_splits); T1 is the lexical sanity
+    check (a bag of words decodes the relation word perfectly), and its 36-class multinomial
+    fits are the suite's largest cost"""
+    n_repeats: int | None = None
+    """outer repeats of T1 and its control task (null: cv.n_repeats)"""
+    inner_splits: int | None = None
+    """inner folds choosing T1's C (null: cv.inner_splits)"""
+    C_grid: CGrid | None = None
+    """T1's own C grid (null: the suite's C_grid)"""
 
 
 class T2Settings(Settings):
@@ -165,11 +175,17 @@ class DimensionSettings(Settings):
 class MdlSettings(Settings):
     """Online code length (MDL, Voita & Titov 2020; exploratory) of the ``tasks``' labels on
     each text condition and bag of words: rows in a seeded random order, a logistic probe at
-    inverse regularization ``C`` per block, in bits beside the uniform code."""
+    inverse regularization ``C`` per block, in bits beside the uniform code; and with
+    ``by_form`` the held-out-phrase code, in which no coded phrase was seen by the probe."""
 
     tasks: tuple[str, ...] = ("M_polarity", "C_polarity")
     C: float = 1.0
     seed: int = 0
+    by_form: bool = True
+    """also the held-out-phrase code (`controls.form_codelength`): form pairs sent one after
+    another, each coded by a probe trained on the pairs before it (order "form")"""
+    max_orders: int = 24
+    """orders of the form pairs averaged (every order up to this many, else a seeded sample)"""
 
 
 class T3Settings(Settings):
@@ -240,6 +256,11 @@ class SuiteSettings(Settings):
     mdl: MdlSettings | None = None
     permutation: PermutationSettings
     layers: LayerSettings = LayerSettings()
+    seed_tasks: tuple[str, ...] | None = None
+    """tasks of the random twins' extra seeds (``<name>_random_s<N>``, `store.is_extra_seed`),
+    which exist for the spread across seeds of the pre-registered contrast: only these (e.g.
+    M_polarity, C_polarity, C_scene), with no controls, caption-only T3 or layers; null: every
+    task, as for any text condition"""
 
     @field_validator("t2")
     @classmethod
@@ -248,6 +269,15 @@ class SuiteSettings(Settings):
             if len(poles) != 2:
                 raise ValueError(f"word_groups.{axis}: polarity needs exactly two poles, got {list(poles)}")
         return t2
+
+    def for_t1(self) -> "SuiteSettings":
+        """The settings of T1 and its control task: the suite's, with the folds and C grid of
+        `t1` where set."""
+        t1 = self.t1
+        cv = self.cv.model_copy(update={"n_splits": t1.n_splits or self.cv.n_splits,
+                                        "n_repeats": t1.n_repeats or self.cv.n_repeats,
+                                        "inner_splits": t1.inner_splits or self.cv.inner_splits})
+        return self.model_copy(update={"cv": cv, "C_grid": t1.C_grid or self.C_grid})
 
     def for_layers(self) -> "SuiteSettings":
         """The settings of the layer-wise probes: the suite's, with the overrides of `layers`."""

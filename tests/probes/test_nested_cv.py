@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
@@ -252,3 +253,34 @@ def test_bag_of_words_probe_is_sklearns_pipeline_fitted_on_the_training_captions
         sk.fit(caps[fold.train], y[fold.train])
         np.testing.assert_allclose(part["score"], sk.predict_proba(caps[fold.test])[:, 1],
                                    atol=1e-4)
+
+
+def test_merged_duplicate_rows_fit_what_sklearn_fits_on_every_copy():
+    """Repeated rows (VSR repeats a caption per image) are merged with summed weights: fewer
+    rows, and the fit equals sklearn's on every copy (binary and multinomial, balanced
+    weights); a copy whose label or mask differs from its twin is kept apart."""
+    from analysis.probes.engine import balanced_weights, fit_batch
+    from analysis.probes.nested_cv import collapse_duplicates
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(60, 5))
+    idx = rng.integers(0, 60, size=200)
+    X = base[idx]
+    for M in (2, 3):
+        y = np.digitize(base[idx, 0] + 0.3 * base[idx, 1], [-0.4, 0.4]) % M
+        mask = np.ones((200, 1), dtype=bool)
+        mask[:15] = False
+        W = balanced_weights(y[:, None], mask, n_classes=M)
+        Xu, Yu, Wu = collapse_duplicates(X, y[:, None], W)
+        assert len(Xu) < 100
+        assert Wu.sum() == pytest.approx(W.sum())
+        fit = fit_batch(Xu, Yu, 0.5, Wu, n_classes=M, tol=1e-10, rtol=1e-14, max_iter=200,
+                        device="cpu", dtype=torch.float64)
+        sk = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-12, max_iter=10_000)
+        sk.fit(X[mask[:, 0]], y[mask[:, 0]])
+        coef = fit.coef[0] if M > 2 else fit.coef
+        np.testing.assert_allclose(coef, sk.coef_, atol=1e-6)
+    Y2 = np.stack([np.zeros(4, int), np.array([0, 1, 0, 0])], 1)
+    X2 = np.zeros((4, 2))
+    Xk, Yk, Wk = collapse_duplicates(X2, Y2, np.ones((4, 2)))
+    assert len(Xk) == 2 and sorted(Wk[:, 0]) == [1.0, 3.0]

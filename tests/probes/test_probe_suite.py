@@ -30,6 +30,12 @@ SMALL = {"C_grid": {"min": 1e-4, "max": 1e4, "num": 3},
          "t2": {"max_assignments": 2}, "t3": {"holdout": ["random"]}, "permutation": {"n": 10}}
 
 
+POLE = {"above": 1, "over": 1, "on top of": 1, "below": -1, "under": -1, "beneath": -1,
+        "left of": 1, "at the left side of": 1, "right of": -1, "at the right side of": -1,
+        "in front of": 1, "ahead of": 1, "behind": -1, "at the back of": -1}
+POLE_DIR = np.random.default_rng(5).normal(size=32) / np.sqrt(32) * 2
+
+
 def write_workspace(root, fixture_vsr, missing_images=2):
     """Fixture tables and synthetic embeddings: sbert encodes the relation, clip_text is noise,
     clip_image agrees with the caption's text vector exactly when the label is True. The images
@@ -57,8 +63,11 @@ def write_workspace(root, fixture_vsr, missing_images=2):
             d = store.save_embeddings("sbert", variant, split,
                                       {"mean": 2 * code + rng.normal(size=(n, 32))}, m, emb)
             # (L, N, D) as ARCHITECTURE.md specifies (store.save_embeddings checks shape[0] == N)
+            # layer 1 also writes each spatial word's pole along one shared direction, so a probe
+            # trained on one antonym pair transfers to another there (M_polarity), not on layer 0
+            pole = table["relation"].map(POLE).fillna(0).to_numpy()[:, None]
             write_npy(d / "layers.npy", np.stack([rng.normal(size=(n, 32)),
-                                                  2 * code + rng.normal(size=(n, 32))]).astype(np.float32))
+                                                  2 * code + 3 * pole * POLE_DIR + rng.normal(size=(n, 32))]).astype(np.float32))
             write_json(d / "meta.json", {**m, "views": ["layers", "mean"]})
             t = rng.normal(size=(n, 16))
             store.save_embeddings("clip_text", variant, split,
@@ -144,7 +153,8 @@ def test_scores_separate_signal_from_noise(suite_run):
     assert f1.loc[("T1", "sbert", -1, "__all__"), "estimate"] > 0.3
     assert f1.loc[("T1", "clip_text", -1, "__all__"), "estimate"] < 0.2  # 12 classes: chance 1/12
     assert f1.loc[("T1", "bow", -1, "__all__"), "estimate"] > 0.95  # the relation words are there
-    assert f1.loc[("T1", "sbert", 1, "__all__"), "estimate"] > f1.loc[("T1", "sbert", 0, "__all__"), "estimate"]
+    m = f1.xs(("M_polarity", "sbert"), level=("task", "condition"))["estimate"]
+    assert m.xs(1, level="layer").mean() > m.xs(0, level="layer").mean()  # the layer with the signal
     t3 = f1.xs("T3", level="task").xs(-1, level="layer")
     assert t3.xs("clip_interaction", level="condition")["estimate"].mean() > 0.9
     assert t3.xs("clip_zeroshot", level="condition")["estimate"].mean() > 0.9
@@ -293,9 +303,13 @@ def test_dimension_controls_and_code_lengths(suite_run):
         full = oof[task].query("condition == @cond and layer == -1")
         pd.testing.assert_frame_equal(part[key].sort_values(key).reset_index(drop=True),
                                       full[key].sort_values(key).reset_index(drop=True))
-    mdl = ctl["mdl"].set_index(["task", "condition", "target"])
+    assert (ctl["mdl"]["uniform_bits"] == ctl["mdl"]["n"]).all()
+    # the held-out-phrase code: one row per task, condition and axis beside the random order
+    orders = ctl["mdl"].groupby(["task", "condition", "target"])["order"].apply(
+        lambda o: tuple(sorted(o)))
+    assert set(orders) == {("form", "random")}, orders
+    mdl = ctl["mdl"].query("order == 'random'").set_index(["task", "condition", "target"])
     assert set(mdl.index.get_level_values("condition")) == {"sbert", "clip_text", "bow"}
-    assert (mdl["uniform_bits"] == mdl["n"]).all()
     assert set(mdl.index.get_level_values("task")) == {"M_polarity", "C_polarity"}
     n_rows = oof["M_polarity"].query("condition == 'sbert' and layer == -1").groupby("target")["row_id"].nunique()
     for axis, n in n_rows.items():  # every row of the task is coded, not only test rows
@@ -323,3 +337,47 @@ def test_a_size_at_the_width_is_skipped_and_reported(suite_run):
                    engine_options(cfg.engine), "here")
     assert c.skipped[1] == "enc: M_polarity vertical trains on 20 rows: no PCA to 24"
     assert {d["method"].iloc[0] for d in c.dimension} == {"random"}  # the projections still run
+
+
+def test_an_extra_random_seed_runs_only_the_seed_tasks(suite_run):
+    """`probe_suite.seed_tasks`: a random twin's extra seed (``<name>_random_s<N>``) exists for
+    the spread across seeds of the pre-registered contrast: its unit runs only those tasks
+    (no T1, T2, caption-only T3, controls, nulls or layers), on the same rows and folds as
+    the trained encoder's."""
+    import shutil
+
+    root, cfg, oof, *_ = suite_run
+    emb = root / "results" / "embeddings"
+    for sub in ("random/train", "random/test", "zeroshot/train", "zeroshot/test", "templates/spatial"):
+        shutil.copytree(emb / "sbert" / sub, emb / "sbert_random_s1" / sub)
+    cfg = cfg.model_copy(update={"seed_tasks": ("M_polarity", "C_polarity")})
+    s_oof, s_scores, s_null, rep = run_suite(cfg, suite_data(root), text=["sbert_random_s1"])
+    assert set(s_oof) == {"M_polarity", "C_polarity"}
+    assert rep["seed_tasks"] == ["M_polarity", "C_polarity"] and not rep["controls"]
+    assert s_null.empty and rep["layerwise"] == []
+    key = ["target", "repeat", "fold", "row_id", "y_pred"]
+    for task in s_oof:  # the same vectors as sbert's: the same predictions, row for row
+        want = oof[task].query("condition == 'sbert' and layer == -1")[key]
+        pd.testing.assert_frame_equal(s_oof[task][key].sort_values(key).reset_index(drop=True),
+                                      want.sort_values(key).reset_index(drop=True))
+    # the trained encoder's unit is unaffected by the setting
+    full_oof, *_ = run_suite(cfg.model_copy(update={"dimension": None, "mdl": None, "layers":
+                                                    cfg.layers.model_copy(update={"tasks": ()})}),
+                             suite_data(root), text=["sbert"])
+    assert {"T1", "T2_polarity", "M_polarity", "C_polarity", "C_scene"} <= set(full_oof)
+
+
+def test_layerwise_probes_run_the_matched_task(suite_run):
+    """`layers.tasks` includes M_polarity: every hidden layer of a layered condition gets the
+    matched task on the same held-out pairs as the primary layer; the layer that writes the
+    pole along a shared direction (sbert's layer 1) separates the poles of a held-out pair,
+    the noise layer (0) does not."""
+    _, cfg, oof, scores, _, report = suite_run
+    assert "M_polarity" in cfg.layers.tasks and "sbert" in report["layerwise"]
+    m = oof["M_polarity"].query("condition == 'sbert'")
+    assert set(m["layer"]) == {-1, 0, 1}
+    tested = {layer: g.groupby(["target", "repeat"])["row_id"].apply(frozenset).to_dict()
+              for layer, g in m.groupby("layer")}
+    assert tested[0] == tested[1] == tested[-1]  # the same held-out pairs on every layer
+    acc = m.assign(ok=m["y_true"] == m["y_pred"]).groupby("layer")["ok"].mean()
+    assert acc[1] > 0.8 and acc[0] < 0.75, acc
