@@ -13,7 +13,8 @@ from pathlib import Path
 BENCHES = [
     ["bench_embed.py"],                                # SBERT path within 10% of plain encode
     ["bench_probe.py"],                                # engine >= 5x sklearn lbfgs, matched convergence
-    ["bench_probe.py", "--suite", "--layers", "13"],   # the default text suite (seeds, controls) < 20 min
+    ["bench_probe.py", "--suite", "--layers", "13",    # the default text suite (seeds, controls) < 20 min,
+     "--embeddings", "results/embeddings"],         # on a run's real vectors where present
     ["bench_rsa.py"],                                  # 7,680-item RDMs + 1,000 bootstraps < 2 min
     ["bench_embed_gpu.py"],                            # captions/s, images/s on a GPU (skips without)
 ]
