@@ -61,6 +61,21 @@ def mdl_blocks(n: int, fractions: tuple[float, ...] = MDL_FRACTIONS) -> np.ndarr
     return ends if ends[-1] == n else np.r_[ends, n]
 
 
+def block_bits(X_train: np.ndarray, y_train: np.ndarray, X_code: np.ndarray, y_code: np.ndarray,
+               n_classes: int, C: float) -> float:
+    """Bits of ``y_code`` under a logistic probe (inverse regularization ``C``) fit on the
+    training rows; a one-class training set codes with its add-one label frequencies."""
+    if np.unique(y_train).size < 2:
+        counts = np.bincount(y_train, minlength=n_classes) + 1.0
+        p = (counts / counts.sum())[y_code]
+    else:
+        clf = LogisticRegression(C=C, max_iter=2000).fit(X_train, y_train)
+        proba = np.full((len(y_code), n_classes), 1e-12)
+        proba[:, clf.classes_] = clf.predict_proba(X_code)
+        p = proba[np.arange(len(y_code)), y_code]
+    return float(-np.log2(np.clip(p, 1e-12, 1.0)).sum())
+
+
 def online_codelength(X: np.ndarray, y: np.ndarray, n_classes: int, C: float,
                       ends: np.ndarray) -> dict:
     """Online (prequential) code length of ``y`` given ``X`` in the given row order, in bits:
@@ -71,16 +86,7 @@ def online_codelength(X: np.ndarray, y: np.ndarray, n_classes: int, C: float,
     n = len(y)
     bits = ends[0] * np.log2(n_classes)
     for start, stop in zip(ends[:-1], ends[1:]):
-        ytr = y[:start]
-        if np.unique(ytr).size < 2:
-            counts = np.bincount(ytr, minlength=n_classes) + 1.0
-            p = (counts / counts.sum())[y[start:stop]]
-        else:
-            clf = LogisticRegression(C=C, max_iter=2000).fit(X[:start], ytr)
-            proba = np.full((stop - start, n_classes), 1e-12)
-            proba[:, clf.classes_] = clf.predict_proba(X[start:stop])
-            p = proba[np.arange(stop - start), y[start:stop]]
-        bits += -np.log2(np.clip(p, 1e-12, 1.0)).sum()
+        bits += block_bits(X[:start], y[:start], X[start:stop], y[start:stop], n_classes, C)
     uniform = n * np.log2(n_classes)
     return {"online_bits": float(bits), "uniform_bits": float(uniform),
             "compression": float(uniform / bits), "n": int(n)}
@@ -152,16 +158,7 @@ def form_codelength(X: np.ndarray, y: np.ndarray, forms: np.ndarray, n_classes: 
     def bits_of(train: frozenset, k: int) -> float:  # bits of pair k given the pairs ``train``
         if (train, k) not in cache:
             tr, te = np.isin(forms, list(train)), forms == k
-            ytr = y[tr]
-            if np.unique(ytr).size < 2:
-                counts = np.bincount(ytr, minlength=n_classes) + 1.0
-                p = (counts / counts.sum())[y[te]]
-            else:
-                clf = LogisticRegression(C=C, max_iter=2000).fit(X[tr], ytr)
-                proba = np.full((int(te.sum()), n_classes), 1e-12)
-                proba[:, clf.classes_] = clf.predict_proba(X[te])
-                p = proba[np.arange(int(te.sum())), y[te]]
-            cache[(train, k)] = float(-np.log2(np.clip(p, 1e-12, 1.0)).sum())
+            cache[(train, k)] = block_bits(X[tr], y[tr], X[te], y[te], n_classes, C)
         return cache[(train, k)]
 
     per_bit = np.log2(n_classes)
