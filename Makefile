@@ -14,10 +14,22 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 setup: $(STAMP)
 
+# torch and torchvision go in first, as the matched pair that PyPI builds together (on Linux its
+# CUDA build, which runs on CPU too): OpenCLIP (the zoo encoders) imports torchvision, and a
+# torchvision whose compiled ops do not fit the installed torch breaks every import of it,
+# transformers' CLIP image processor included. `===` takes exactly PyPI's release, never a
+# local build such as `2.13.0+cpu` from a wheel folder (pip ranks `+cpu` above the plain
+# release, and PyPI has no CPU torchvision to match it). Override TORCH_PAIR for another pair
+# that matches (e.g. a CPU pair from another index), keeping the versions of pyproject.toml.
+TORCH_PAIR ?= torch===2.13.0 torchvision===0.28.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PAIR)
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -c "import torchvision.ops, open_clip" || { \
+	    echo "torch and torchvision do not match (see TORCH_PAIR in the Makefile)"; exit 1; }
 	touch $@
 
 # Without Quarto the `paper` stage (python -m analysis paper) executes the manuscript's code

@@ -59,6 +59,7 @@ TIDY_COLUMNS = ["task", "condition", "layer", "target", "metric", "estimate", "c
 PRIMARY_LAYER = -1
 
 # The vector each condition contributes to the replication probe (the original project's choice).
+# A zoo condition (zoo_<name>, analysis/embed/zoo.py) has no entry: its sidecar's `primary` names it.
 PRIMARY_VIEW = {
     "sbert": "mean",
     "clip_text": "pooler_output",
@@ -177,7 +178,8 @@ def save_embeddings(
 def load_embeddings(
     condition: str, variant: str, split: str, view: str | None = None, root: Path = EMBED_DIR
 ) -> Embeddings:
-    """Load one view (default: the condition's primary view) with its row ids."""
+    """Load one view (default: the condition's primary view: the sidecar's ``primary`` where it
+    names one, as a zoo condition's does, else ``PRIMARY_VIEW``) with its row ids."""
     d = embedding_dir(condition, variant, split, root)
     meta_path = d / "meta.json"
     if not meta_path.exists():
@@ -186,7 +188,7 @@ def load_embeddings(
             f"add it to 'conditions' in params.yaml and run 'dvc repro'"
         )
     meta = read_json(meta_path)
-    view = view or primary_view(condition)
+    view = view or meta.get("primary") or primary_view(condition)
     if view not in meta["views"]:
         raise KeyError(f"{d}: no view '{view}' (has {meta['views']})")
     X = np.load(d / f"{view}.npy", mmap_mode=None)

@@ -3,7 +3,10 @@
 ``python -m analysis embed --condition NAME [--params FILE]``. Conditions: ``sbert``,
 ``clip_text``, ``clip_image``, ``clip_concat`` and the random-weight baselines ``sbert_random``,
 ``clip_text_random``, ``clip_image_random`` (same architecture and tokenizer, weights drawn from
-``models.random_seed``; append ``_s<N>`` to a random condition's name for seed N).
+``models.random_seed``; append ``_s<N>`` to a random condition's name for seed N), and the zoo
+models of ``models.zoo`` (``analysis/embed/zoo.py``): ``zoo_<name>`` and its random-weight twin
+``zoo_<name>_random[_s<N>]``, text conditions whose views are the model's own (``meta.json``
+``primary`` names the one read by default: the model's trained pooling, else its mean pooling).
 Image conditions drop rows whose image the manifest does not list as ``ok`` and name them in the
 sidecar; the template set (text only) is skipped by image conditions.
 """
@@ -19,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import field_validator
 
 from analysis.common.cli import stage_parser
 from analysis.common.device import EMBED_DEVICES, pick_device
@@ -26,7 +30,9 @@ from analysis.common.errors import UserError
 from analysis.common.io import replace_dir, sha256_file
 from analysis.common.params import Settings, load_params, stage_settings
 from analysis.embed import encoders
+from analysis.embed import zoo
 from analysis.embed.encoders import ModelSpec
+from analysis.embed.zoo import ZooSpec
 from analysis.common.store import (EMBED_DIR, IMAGE_MANIFEST, TEMPLATE_KEYS, image_rows, load_split,
                                    parse_split_key, raw_split_path, read_image_manifest,
                                    save_embeddings, table_path)
@@ -57,6 +63,17 @@ class ModelsSettings(Settings):
     """transformers CLIP model of the `clip_*` conditions"""
     random_seed: int
     """weights of the random-weight baselines (a condition named `<base>_random_s<N>` uses N)"""
+    zoo: dict[str, ZooSpec] = {}
+    """further text encoders by name (analysis/embed/zoo.py): conditions `zoo_<name>`, `zoo_<name>_random[_s<N>]`"""
+
+    @field_validator("zoo")
+    @classmethod
+    def _zoo_names(cls, value: dict[str, ZooSpec]) -> dict[str, ZooSpec]:
+        bad = [n for n in value if not ZOO_NAME.match(n) or RANDOM_SUFFIX.search(n)]
+        if bad:
+            raise ValueError(f"zoo model names {bad}: use lower-case letters, digits and _ "
+                             "(not ending in _random or _random_s<N>, which name the random twins)")
+        return value
 
 
 class BatchSizes(Settings):
@@ -94,6 +111,7 @@ class Condition:
     model: str  # key under params `models`
     modality: str  # text | image | concat
     random_seed: int | None = None
+    zoo: str | None = None  # key under params `models.zoo` (model == "zoo")
 
     @property
     def needs_images(self) -> bool:
@@ -105,6 +123,9 @@ class Condition:
 
     @property
     def views(self) -> tuple[str, ...]:
+        """The stored views (a zoo condition's come from its encoder: ``ZooEncoder.views``)."""
+        if self.model == "zoo":
+            return ()
         if self.model == "sbert":
             return ("mean",)
         return {"text": ("pooler_output", "text_embeds"), "image": ("image_embeds",),
@@ -115,6 +136,10 @@ BASE = {"sbert": ("sbert", "text"), "clip_text": ("clip", "text"), "clip_image":
         "clip_concat": ("clip", "concat")}
 RANDOM_RE = re.compile(r"^(sbert|clip_text|clip_image)_random(?:_s(\d+))?$")
 CONDITION_NAMES = [*BASE, "sbert_random", "clip_text_random", "clip_image_random"]
+ZOO_PREFIX = "zoo_"
+ZOO_RE = re.compile(r"^zoo_(?P<name>[a-z0-9_]+?)(?P<random>_random(?:_s(?P<seed>\d+))?)?$")
+ZOO_NAME = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+RANDOM_SUFFIX = re.compile(r"_random(?:_s\d+)?$")
 
 
 def parse_condition(name: str, models: ModelsSettings) -> Condition:
@@ -122,12 +147,27 @@ def parse_condition(name: str, models: ModelsSettings) -> Condition:
     ``models.random_seed`` unless the name carries ``_s<N>``."""
     if name in BASE:
         return Condition(name, *BASE[name])
+    if name.startswith(ZOO_PREFIX):
+        return parse_zoo_condition(name, models)
     m = RANDOM_RE.match(name)
     if not m:
         raise ConditionError(f"unknown condition {name!r}: choose from {', '.join(CONDITION_NAMES)} "
                              f"(random ones may end in _s<seed>)")
     seed = int(m.group(2)) if m.group(2) is not None else models.random_seed
     return Condition(name, *BASE[m.group(1)], random_seed=seed)
+
+
+def parse_zoo_condition(name: str, models: ModelsSettings) -> Condition:
+    """``zoo_<name>`` (pretrained) or ``zoo_<name>_random[_s<N>]`` for a model of ``models.zoo``."""
+    m = ZOO_RE.match(name)
+    if not m or m.group("name") not in models.zoo:
+        known = ", ".join(f"{ZOO_PREFIX}{n}" for n in models.zoo) or "none: models.zoo is empty"
+        raise ConditionError(f"unknown condition {name!r}: a zoo condition is zoo_<name> or "
+                             f"zoo_<name>_random[_s<seed>] for a model listed under models.zoo ({known})")
+    seed = None
+    if m.group("random"):
+        seed = int(m.group("seed")) if m.group("seed") is not None else models.random_seed
+    return Condition(name, "zoo", "text", random_seed=seed, zoo=m.group("name"))
 
 
 def dataset_checksum(variant: str, split: str) -> tuple[str, str]:
@@ -138,9 +178,12 @@ def dataset_checksum(variant: str, split: str) -> tuple[str, str]:
 
 
 def build_encoder(cond: Condition, models: ModelsSettings, cfg: EmbedSettings,
-                  device: str) -> encoders.SbertEncoder | encoders.ClipEncoder:
-    spec = getattr(models, cond.model)
+                  device: str) -> encoders.SbertEncoder | encoders.ClipEncoder | zoo.ZooEncoder:
     text_bs, image_bs = cfg.batch_size.text, cfg.batch_size.image
+    if cond.model == "zoo":  # errors name models.zoo.<name>.<setting>
+        return zoo.load_zoo_encoder(models.zoo[cond.zoo], name=f"zoo.{cond.zoo}", device=device,
+                                    batch_size=text_bs, random_seed=cond.random_seed)
+    spec = getattr(models, cond.model)
     if cond.model == "sbert":
         source = encoders.resolve_source(spec, encoders.SBERT_FILES, name="sbert")
         return encoders.SbertEncoder(source, device=device, batch_size=text_bs, random_seed=cond.random_seed)
@@ -161,7 +204,7 @@ def encode_rows(cond: Condition, enc: Any, captions: list[str], image_paths: lis
             out = {"mean": enc.encode(texts, progress=progress)}
             if layers:
                 out["layers"] = enc.layers(texts, progress=progress)
-        else:
+        else:  # CLIP's text tower, or a zoo model (text only)
             out = enc.encode_text(texts, layers=layers and cond.modality == "text", progress=progress)
         for name, arr in out.items():
             views[name] = arr[:, inverse] if name == "layers" else arr[inverse]
@@ -172,7 +215,27 @@ def encode_rows(cond: Condition, enc: Any, captions: list[str], image_paths: lis
             views[name] = arr[:, inverse] if name == "layers" else arr[inverse]
     if cond.modality == "concat":
         views["concat"] = encoders.concat_embeddings(views["image_embeds"], views["text_embeds"])
-    return {k: v for k, v in views.items() if k in cond.views or k == "layers"}
+    keep = enc.views if cond.model == "zoo" else cond.views
+    return {k: v for k, v in views.items() if k in keep or k == "layers"}
+
+
+def zoo_meta(cond: Condition, models: ModelsSettings, enc: zoo.ZooEncoder) -> dict[str, Any]:
+    """A zoo condition's extra sidecar fields: its primary view and the model's settings."""
+    spec = models.zoo[cond.zoo]
+    info = {"name": cond.zoo, "family": spec.family}
+    if spec.family == "open_clip":
+        info |= {"arch": spec.arch, "pretrained": spec.pretrained, "text_hub_id": spec.text_hub_id,
+                 "text_revision": spec.text_revision}
+    return {"primary": enc.primary, "zoo": info}
+
+
+def zoo_versions(cond: Condition, models: ModelsSettings) -> dict[str, str]:
+    if cond.model != "zoo" or models.zoo[cond.zoo].family != "open_clip":
+        return {}
+    import open_clip
+    import timm
+
+    return {"open_clip": open_clip.__version__, "timm": timm.__version__}
 
 
 def pick_dtype(setting: str, device: str, cond: Condition, enc: Any, captions: list[str],
@@ -203,7 +266,8 @@ def pick_dtype(setting: str, device: str, cond: Condition, enc: Any, captions: l
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("embed", __doc__)
-    parser.add_argument("--condition", required=True, help=f"one of {', '.join(CONDITION_NAMES)}")
+    parser.add_argument("--condition", required=True,
+                        help=f"one of {', '.join(CONDITION_NAMES)}, or zoo_<name>[_random] (models.zoo)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -230,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = pick_device(cfg.device, EMBED_DEVICES)
     enc = build_encoder(cond, models, cfg, device)
-    versions = encoders.library_versions()
+    versions = encoders.library_versions() | zoo_versions(cond, models)
     dtype, worst = None, None
     with replace_dir(EMBED_DIR / cond.name) as folder:  # every split, swapped in together
         for variant, split in plan:
@@ -254,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
                      " + layers" if layers else "")
             views = encode_rows(cond, enc, captions, paths, layers, progress=not args.no_progress)
             sha, data_file = dataset_checksum(variant, split)
-            pooling = {v: POOLING[v] for v in views if v != "layers"}
-            if "layers" in views:
-                pooling["layers"] = POOLING[f"layers:{cond.layer_kind}"]
+            if cond.model == "zoo":  # the model's own descriptions; `primary` (below) names the default view
+                pooling = {v: enc.pooling[v] for v in views}
+            else:
+                pooling = {v: POOLING[v] for v in views if v != "layers"}
+                if "layers" in views:
+                    pooling["layers"] = POOLING[f"layers:{cond.layer_kind}"]
             meta = {
                 "condition": cond.name,
                 "model_id": enc.source.model_id,
@@ -277,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fp16_worst_cosine": worst,
                 "versions": versions,
             }
+            if cond.model == "zoo":
+                meta |= zoo_meta(cond, models, enc)
             out = save_embeddings(cond.name, variant, split, views, meta, condition_dir=folder)
             log.info("%s %s: wrote %s (%s)", cond.name, key, EMBED_DIR / cond.name / variant / split,
                      ", ".join(f"{k} {list(v.shape)}" for k, v in views.items()))

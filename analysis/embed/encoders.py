@@ -78,12 +78,14 @@ class ModelSpec(Settings):
 
 
 def resolve_source(spec: ModelSpec, files: Sequence[str], name: str = "model",
-                   cache_dir: str | Path | None = None) -> ModelSource:
+                   cache_dir: str | Path | None = None,
+                   weights: Sequence[str] = WEIGHT_FILES) -> ModelSource:
     """A model from ``spec['path']`` (local folder) or the hub (``hub_id`` at ``revision``).
 
     The hub path goes through ``huggingface_hub.snapshot_download``, which honours
     ``HF_HUB_OFFLINE=1`` (then it resolves the revision from the local cache) and returns the
-    snapshot folder named by the resolved commit."""
+    snapshot folder named by the resolved commit. ``weights``: the weight file names to try in
+    order (the first present is fetched); empty for a repo whose config/tokenizer only is needed."""
     hub_id = spec.hub_id
     if spec.path:
         local = Path(spec.path)
@@ -108,11 +110,13 @@ def resolve_source(spec: ModelSpec, files: Sequence[str], name: str = "model",
                 f"models.{name}.path in the params file to a local copy of the model folder, or "
                 f"export HF_HUB_OFFLINE=1 with a Hugging Face cache that holds that revision.") from None
 
-    local = fetch(list(files) + [WEIGHT_FILES[0]])
-    if not (local / WEIGHT_FILES[0]).exists():  # older repos ship only the PyTorch pickle
-        local = fetch(list(files) + [WEIGHT_FILES[1]])
-    if not any((local / w).exists() for w in WEIGHT_FILES):
-        raise FileNotFoundError(f"models.{name}: no weights ({', '.join(WEIGHT_FILES)}) in {hub_id}@"
+    local = fetch(list(files) + list(weights[:1]))
+    for fallback in weights[1:]:  # older repos ship only the PyTorch pickle
+        if any((local / w).exists() for w in weights):
+            break
+        local = fetch(list(files) + [fallback])
+    if weights and not any((local / w).exists() for w in weights):
+        raise FileNotFoundError(f"models.{name}: no weights ({', '.join(weights)}) in {hub_id}@"
                                 f"{spec.revision} ({local})")
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"0", "", "false", "False"}
     log.info("%s: %s@%s -> commit %s%s", name, hub_id, spec.revision, local.name,

@@ -117,7 +117,7 @@ def load_stimuli(key: str, conditions: list[str], embed_root: Path = store.EMBED
             layers[cond] = store.load_embeddings(cond, variant, split, view=store.LAYERS_VIEW,
                                                  root=embed_root)
     info: dict[str, Any] = {"missing": missing, "present": list(embs),
-                            "views": {c: PRIMARY_VIEW.get(c) for c in embs}}
+                            "views": {c: embs[c].meta.get("primary") or PRIMARY_VIEW.get(c) for c in embs}}
     if missing:
         log.warning("%s: no embeddings for %s (%s): left out", key, missing,
                     "text-only set" if key in store.TEMPLATE_KEYS else "not embedded")

@@ -331,8 +331,8 @@ def pooling_text(condition: str, pooling: Any) -> str:
     try:
         from analysis.common.store import primary_view
         view = primary_view(condition)
-    except (ImportError, KeyError):
-        view = None
+    except (ImportError, KeyError):  # a zoo condition: its primary is `trained` where the model has one, else `mean`
+        view = next((v for v in ("trained", "mean") if v in pooling), None)
     if view not in pooling:
         view = next((v for v in pooling if v != "layers"), None)
     return f"`{view}`: {pooling[view]}" if view is not None else ""

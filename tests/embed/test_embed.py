@@ -260,3 +260,136 @@ def test_models_need_a_random_seed(tmp_path):
 def test_unit_norm_helper_matches_numpy():
     x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
     np.testing.assert_allclose(l2_normalize(x), x / np.linalg.norm(x, axis=1, keepdims=True), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- zoo conditions
+MODELS = FIXTURES / "models"
+ZOO = {  # as params.smoke.yaml: real hub ids, tiny fixture folders
+    "bert": {"family": "hf_text", "hub_id": "google-bert/bert-base-uncased", "revision": "main",
+             "path": str(MODELS / "bert-tiny")},
+    "roberta": {"family": "hf_text", "hub_id": "FacebookAI/roberta-base", "revision": "main",
+                "path": str(MODELS / "roberta-tiny")},
+    "openclip_vit": {"family": "open_clip", "arch": "ViT-B-32", "pretrained": "laion2b_s34b_b79k",
+                     "hub_id": "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "revision": "main",
+                     "path": str(MODELS / "openclip-vit-tiny")},
+    "openclip_roberta": {"family": "open_clip", "arch": "roberta-ViT-B-32", "pretrained": "laion2b_s12b_b32k",
+                         "hub_id": "laion/CLIP-ViT-B-32-roberta-base-laion2B-s12B-b32k", "revision": "main",
+                         "text_hub_id": "FacebookAI/roberta-base", "text_revision": "main",
+                         "path": str(MODELS / "openclip-roberta-tiny")},
+    "blip": {"family": "blip_text", "hub_id": "Salesforce/blip-itm-base-coco", "revision": "main",
+             "path": str(MODELS / "blip-tiny")},
+    "siglip": {"family": "siglip", "hub_id": "google/siglip-base-patch16-224", "revision": "main",
+               "path": str(MODELS / "siglip-tiny")},
+}
+ZOO_PRIMARY = {"bert": "trained", "roberta": "mean", "openclip_vit": "trained", "openclip_roberta": "trained",
+               "blip": "trained", "siglip": "trained"}
+
+
+def write_zoo_params(root: Path, zoo: dict, splits: list[str], layers: list[str]) -> Path:
+    path = write_params(root, splits, layers)
+    params = yaml.safe_load(path.read_text())
+    params["models"]["zoo"] = zoo
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(scope="module")
+def zoo_ran(workspace) -> Path:
+    """Every family's zoo condition (and two random twins) embedded on the workspace."""
+    mp = pytest.MonkeyPatch()
+    mp.chdir(workspace)
+    params = write_zoo_params(workspace, ZOO, SPLITS + ["templates/all"], ["random/dev"])
+    for cond in [f"zoo_{n}" for n in ZOO] + ["zoo_bert_random", "zoo_openclip_vit_random_s5"]:
+        assert embed.main(["--params", str(params), "--condition", cond, "--no-progress"]) == 0
+    yield workspace
+    mp.undo()
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_condition_writes_the_embedding_contract(zoo_ran, name):
+    from analysis.embed import zoo
+
+    cond = f"zoo_{name}"
+    t = table(zoo_ran, "random/dev")
+    e = load(zoo_ran, cond, "random/dev")  # no view: the sidecar's primary
+    m = e.meta
+    assert m["primary"] == ZOO_PRIMARY[name] and m["zoo"]["family"] == ZOO[name]["family"]
+    assert m["zoo"]["name"] == name and m["condition"] == cond
+    np.testing.assert_array_equal(e.X, load(zoo_ran, cond, "random/dev", m["primary"]).X)
+    assert e.row_ids.tolist() == t["row_id"].tolist() and e.X.dtype == np.float32
+    assert m["model_id"] == ZOO[name]["hub_id"] and m["model_path"] == ZOO[name]["path"]
+    assert m["revision"].startswith("local-sha256:") and m["random_seed"] is None and m["weights"] == "pretrained"
+    assert m["device"] == "cpu" and m["dtype"] == "float32" and m["excluded"] == []
+    assert m["dataset_sha256"] == hashlib.sha256(
+        (zoo_ran / "data/vsr/raw/random/dev.jsonl").read_bytes()).hexdigest()
+    enc = zoo.load_zoo_encoder(zoo.ZooSpec(**ZOO[name]), name=name)
+    assert set(m["views"]) == set(enc.views) | {"layers"}
+    assert m["pooling"] == {v: enc.pooling[v] for v in m["pooling"]}
+    assert set(m["pooling"]) == set(m["views"])
+    if ZOO[name]["family"] == "open_clip":
+        assert {"open_clip", "timm"} <= set(m["versions"]) and m["zoo"]["arch"] == ZOO[name]["arch"]
+    # every view as the encoder gives it, row for row (each distinct caption encoded once)
+    direct = enc.encode_text(t["caption"].tolist(), layers=True)
+    for view in enc.views:
+        x = load(zoo_ran, cond, "random/dev", view).X
+        assert m["dims"][view] == [x.shape[1]]
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(x, direct[view], atol=1e-5)
+    lay = load(zoo_ran, cond, "random/dev", "layers").X
+    assert lay.shape == (3, len(t), 32) and m["dims"]["layers"] == [3, 32]
+    np.testing.assert_allclose(lay, direct["layers"], atol=1e-4)
+    # layers only where embed.layers asks; the template set too
+    assert "layers" not in load(zoo_ran, cond, "zeroshot/dev").meta["views"]
+    assert load(zoo_ran, cond, "templates/all").X.shape[0] == 6
+
+
+def test_zoo_random_twins(zoo_ran):
+    r = load(zoo_ran, "zoo_bert_random", "random/dev")
+    assert r.meta["random_seed"] == 11 and r.meta["weights"].startswith("random") and r.meta["primary"] == "trained"
+    assert np.abs(r.X - load(zoo_ran, "zoo_bert", "random/dev").X).max() > 1e-3
+    r5 = load(zoo_ran, "zoo_openclip_vit_random_s5", "random/dev")
+    assert r5.meta["random_seed"] == 5 and r5.meta["zoo"]["family"] == "open_clip"
+    assert np.abs(r5.X - load(zoo_ran, "zoo_openclip_vit", "random/dev").X).max() > 1e-3
+
+
+def test_parse_zoo_condition():
+    spec = {"path": "x"}
+    models = embed.ModelsSettings(sbert=spec, clip=spec, random_seed=3,
+                                  zoo={"bert": {"family": "hf_text", "path": "x"},
+                                       "open_clip_vit": {"family": "open_clip", "arch": "ViT-B-32", "path": "x"}})
+    assert embed.parse_condition("zoo_bert", models) == embed.Condition("zoo_bert", "zoo", "text", zoo="bert")
+    assert embed.parse_condition("zoo_bert_random", models).random_seed == 3
+    c = embed.parse_condition("zoo_open_clip_vit_random_s42", models)
+    assert (c.zoo, c.random_seed, c.needs_images) == ("open_clip_vit", 42, False)
+    for bad in ["zoo_bertt", "zoo_", "zoo_bert_random_sx"]:
+        with pytest.raises(embed.ConditionError, match="models.zoo .*zoo_bert, zoo_open_clip_vit"):
+            embed.parse_condition(bad, models)
+
+
+@pytest.mark.parametrize("zoo_settings, message", [
+    ({"bert": {"family": "hf_text", "revison": "main", "path": "x"}},
+     r"unknown setting 'revison' in section 'models\.zoo\.bert' \(did you mean 'revision'\?\)"),
+    ({"bert": {"family": "hf_txt", "path": "x"}}, r"models\.zoo\.bert\.family"),
+    ({"bert": {"family": "hf_text", "arch": "ViT-B-32", "path": "x"}}, r"models\.zoo\.bert.*open_clip settings"),
+    ({"bert_random": {"family": "hf_text", "path": "x"}}, r"models\.zoo.*bert_random"),
+])
+def test_misspelled_zoo_setting_is_an_error_naming_it(tmp_path, monkeypatch, zoo_settings, message):
+    from analysis.common.params import SettingsError
+
+    monkeypatch.chdir(tmp_path)
+    params = write_zoo_params(tmp_path, zoo_settings, ["random/dev"], [])
+    with pytest.raises(SettingsError, match=message):
+        embed.main(["--params", str(params), "--condition", "zoo_bert", "--no-progress"])
+
+
+def test_zoo_unavailable_model_names_its_setting(tmp_path, monkeypatch):
+    from analysis.embed.encoders import ModelUnavailableError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "vsr" / "random").mkdir(parents=True)
+    vsr_table(FIXTURES / "vsr/random/dev.jsonl", "random", "dev").head(3).to_parquet(
+        tmp_path / "data/vsr/random/dev.parquet", index=False)
+    params = write_zoo_params(tmp_path, {"siglip": {"family": "siglip", "path": str(tmp_path / "nowhere")}},
+                              ["random/dev"], [])
+    with pytest.raises(ModelUnavailableError, match=r"models\.zoo\.siglip\.path"):
+        embed.main(["--params", str(params), "--condition", "zoo_siglip", "--no-progress"])
