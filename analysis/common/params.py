@@ -103,6 +103,14 @@ class PairSpec(Settings):
     SBERT text with CLIP's image features: each condition's probes come from one unit)"""
 
 
+class MatchedSpec(Settings):
+    """A matched encoder pair (issue 14): a text-only model (``before``) and the text tower that
+    was trained against images starting from it (``after``); both text conditions."""
+
+    before: str
+    after: str
+
+
 class ConditionSets(Settings):
     """The top-level ``conditions`` section. It is split by kind because DVC fans each list out
     into its own stages (``foreach``): a text condition's stages depend on no image, so
@@ -114,6 +122,10 @@ class ConditionSets(Settings):
     """image conditions: need the COCO images (stage `images`)"""
     pairs: dict[str, PairSpec] = {}
     """name -> the image and text condition probed together on grounded truth (T3)"""
+    matched: dict[str, MatchedSpec] = {}
+    """name -> a matched before/after-grounding pair of text conditions (the grounding effect,
+    `stats.grounding`, and the tower-vs-initialization geometry, `rsa`); a pair is analysed when
+    both of its conditions are in ``text``, and reported as not run otherwise"""
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -122,6 +134,10 @@ class ConditionSets(Settings):
     def units(self, bow: bool = True) -> tuple[str, ...]:
         """The probe suite's units (one DVC stage each): text conditions, bag of words, pairs."""
         return self.text + (("bow",) if bow else ()) + tuple(self.pairs)
+
+    def matched_run(self) -> dict[str, MatchedSpec]:
+        """The matched pairs whose two conditions are both selected in ``text``."""
+        return {k: m for k, m in self.matched.items() if m.before in self.text and m.after in self.text}
 
 
 def condition_sets(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) -> ConditionSets:
@@ -154,6 +170,11 @@ def condition_sets(params: dict[str, Any], path: str | Path = DEFAULT_PARAMS) ->
             if cond not in listed:
                 raise SettingsError(f"{path}: conditions.pairs.{name}.{kind}: {cond} is not in "
                                     f"conditions.{kind}: add it there or remove the pair")
+    for name, m in sets.matched.items():
+        bad = [c for c in (m.before, m.after) if not CONDITION_NAME.match(c) or is_image_condition(c)]
+        if bad or m.before == m.after:
+            raise SettingsError(f"{path}: conditions.matched.{name}: before and after must be two "
+                                f"different text conditions (got {m.before!r}, {m.after!r})")
     alone = [p.image for p in sets.pairs.values() if p.image_only]
     twice = sorted({c for c in alone if alone.count(c) > 1})
     if twice:

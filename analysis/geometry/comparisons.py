@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import scipy.stats
+from tqdm.auto import tqdm
 
 from analysis.geometry import cka
 from analysis.geometry import rdm as geo
@@ -96,6 +97,17 @@ NOTES = {
                      "defined)",
     "separation": "mean distance between opposite-polarity relations on an axis over the mean "
                   "distance among all relations (1 = as far apart as a random relation pair)",
+    "matched_layers": "matched before/after-grounding pairs (conditions.matched), layer by layer (0 = "
+                      "embedding output) on the `layers` view: debiased linear CKA and Spearman between "
+                      "item RDMs (each rsa.metrics distance) of before[l] vs after[l] (comparison "
+                      "'after') and of before[l] vs its random-weight twin <before>_random[l] "
+                      "(comparison 'before_random': no training at all), where the twin has a layers "
+                      "view; 1 = unchanged. The same rsa.layer_cka_max_items evenly spaced items as "
+                      "cka_layers.csv (n_items), every item pair, and the stimulus set's shared "
+                      "replicates restricted to those items (intervals and p-values for H0 = 0, i.e. "
+                      "unrelated geometry, as in item_comparisons; Holm/BH per stimulus set x metric). "
+                      "A pair whose two conditions have different numbers of layers is not aligned: "
+                      "it is skipped with its reason in summary.json",
 }
 
 # ----------------------------------------------------------------------------- data
@@ -290,6 +302,90 @@ def layer_cka(st: Stimuli, max_items: int) -> pd.DataFrame:
                         "layer_b": lb, "cka": float(M[la, lb]), "n_stimuli": len(pick),
                         "estimator": "debiased"})
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- matched pairs
+
+MATCHED_COLUMNS = ["pair", "before", "after", "stimuli", "layer", "comparison", "condition", "metric",
+                   "method", "estimate", "ci_low", "ci_high", "ci", "n_items", "n_pairs", "n_boot",
+                   "n_layers", "p_value", "h0", "resampling"]
+"""columns of results/rsa/matched_layers.csv: one row per pair x stimulus set x layer x
+comparison ("after" | "before_random"; ``condition`` names the compared condition) x metric
+("features" for CKA, else the item-RDM distance, as in item_comparisons.csv); `adjust_p` adds
+p_holm, p_bh and family_size"""
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """At most ``k`` evenly spaced indices of ``n`` items (the layer CKA maps' items)."""
+    return np.unique(np.linspace(0, n - 1, min(n, k)).astype(int))
+
+
+def rdm_spearman(X: dict[str, np.ndarray], res: Resamples, metric: str, cfg: "RsaSettings",
+                 seed: int, progress: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
+    """Spearman between the item RDMs of every two conditions of ``X`` (rows = the items of
+    ``res``), computed as `item_analysis` computes its condition x condition rows: the estimate
+    on every item pair, replicates on a pair subsample of ``rsa.max_pairs`` (every pair for the
+    jackknife), on Fisher's z scale. (a, b) -> n_pairs and `summarize`'s fields."""
+    conds = list(X)
+    n = len(X[conds[0]])
+    k = geo.sample_pairs(n, None if res.kind == "jackknife" else cfg.max_pairs, seed)
+    i, j = geo.condensed_to_pairs(k, n)
+    z, sub = {}, {}
+    for c in conds:
+        d = geo.rdm(X[c], metric)
+        sub[c] = d[k]
+        z[c] = _z(scipy.stats.rankdata(d))
+        del d
+    boot = geo.bootstrap_spearman([sub[c] for c in conds], i, j, res.weights, n_jobs=cfg.n_jobs,
+                                  progress=progress)
+    return {(conds[p], conds[q]): {"n_pairs": n * (n - 1) // 2,
+                                   **summarize(_dot64(z[conds[p]], z[conds[q]]), boot[:, p, q], res,
+                                               cfg.ci, transform="fisher")}
+            for p, q in itertools.combinations(range(len(conds)), 2)}
+
+
+def matched_layer_analysis(st: Stimuli, res: Resamples, pair: str, before: str, after: str,
+                           reference: str | None, cfg: "RsaSettings", seed: int,
+                           progress: bool = False) -> list[dict]:
+    """How far image-text training moved a text tower from its initialization, layer by layer:
+    debiased linear CKA (`cka_analysis`) and item-RDM Spearman (`rdm_spearman`, every
+    ``rsa.metrics`` distance) between ``before``'s layer l and ``after``'s layer l, and, where
+    ``reference`` (the random-weight twin of ``before``) is given, between ``before``'s and the
+    twin's layer l. Uses the ``rsa.layer_cka_max_items`` evenly spaced items of `layer_cka` and
+    the replicates ``res`` restricted to them. The layers views must have the same number of
+    layers (the caller skips pairs that do not: layers are never aligned by guesswork)."""
+    conds = [before, after] + ([reference] if reference else [])
+    if len(set(conds)) < len(conds):
+        raise ValueError(f"{pair}: before, after and reference must differ, got {conds}")
+    n_layers = {c: st.layers[c].shape[0] for c in conds}
+    if len(set(n_layers.values())) != 1:
+        raise ValueError(f"{pair}: layer counts differ {n_layers}: not aligned")
+    L = n_layers[before]
+    pick = evenly_spaced(len(st.table), cfg.layer_cka_max_items)
+    sub_res = Resamples(res.weights[:, pick], res.kind, res.n_units, res.m_units, res.unit)
+    table = st.table.iloc[pick].reset_index(drop=True)
+    role = {after: "after", **({reference: "before_random"} if reference else {})}
+    base = {"pair": pair, "before": before, "after": after, "stimuli": st.key, "ci": cfg.ci,
+            "n_items": len(pick), "n_layers": L}
+    keep = ("estimate", "ci_low", "ci_high", "n_boot", "p_value", "h0", "resampling")
+    rows: list[dict] = []
+    for layer in tqdm(range(L), desc=f"{pair} layers ({st.key})", disable=not progress, leave=False):
+        X = {c: np.ascontiguousarray(st.layers[c][layer, pick]) for c in conds}
+        cka_rows = {r["comparison"]: r for r in cka_analysis(Stimuli(st.key, table, X), sub_res, cfg)
+                    if r["method"] == "linear_cka_debiased"}
+        for other, name in role.items():
+            r = cka_rows[f"{before} vs {other}"]
+            rows.append({**base, "layer": layer, "comparison": name, "condition": other,
+                         "metric": "features", "method": "linear_cka_debiased", "n_pairs": None,
+                         **{c: r[c] for c in keep}})
+        for metric in cfg.metrics:
+            rho = rdm_spearman(X, sub_res, metric, cfg, seed)
+            for other, name in role.items():
+                r = rho[(before, other)]
+                rows.append({**base, "layer": layer, "comparison": name, "condition": other,
+                             "metric": metric, "method": "spearman", "n_pairs": r["n_pairs"],
+                             **{c: r[c] for c in keep}})
+    return [{c: r[c] for c in MATCHED_COLUMNS} for r in rows]
 
 
 # ----------------------------------------------------------------------------- relation level

@@ -5,14 +5,17 @@ condition whose embeddings exist: item RDMs compared across conditions (Spearman
 CKA) and with item-level models (noun overlap, same relation); relation RDMs of centroids compared
 with hypothesis model RDMs (axis, polarity, VSR meta-category; lexical/noun overlap partialled
 out); the vertical-vs-horizontal separation; argument-order sensitivity (template set); layer x
-layer CKA maps (debiased linear CKA). Every estimate has an interval over stimuli from replicates
-that never duplicate a stimulus (`analysis/geometry/resampling.py`): VSR captions subsample half
-of the noun-pair/caption groups without replacement; the template set, whose noun pairs cross
-10 nouns, drops one noun at a time (jackknife). One set of replicates is shared by all conditions
-and analyses of a stimulus set. p-values carry Holm and BH adjustments per table x stimulus set x
-metric. Tables go to ``results/rsa/``, RDMs for figures to ``results/rsa/rdms/``. The analyses
-are `analysis/geometry/comparisons.py`; this module loads (`load_stimuli`), runs them (`run`) and
-writes (`write`, `main`).
+layer CKA maps (debiased linear CKA); for every selected matched before/after-grounding pair
+(``conditions.matched``), layer by layer, how far image-text training moved the text tower from
+its initialization, next to the random-weight twin (`matched_on_stimuli`). Every estimate has an
+interval over stimuli from replicates that never duplicate a stimulus
+(`analysis/geometry/resampling.py`): VSR captions subsample half of the noun-pair/caption groups
+without replacement; the template set, whose noun pairs cross 10 nouns, drops one noun at a time
+(jackknife). One set of replicates is shared by all conditions and analyses of a stimulus set.
+p-values carry Holm and BH adjustments per table x stimulus set x metric. Tables go to
+``results/rsa/`` (``summary.json``: what ran, what did not and why), RDMs for figures to
+``results/rsa/rdms/``. The analyses are `analysis/geometry/comparisons.py`; this module loads
+(`load_stimuli`), runs them (`run`) and writes (`write`, `main`).
 """
 
 from __future__ import annotations
@@ -30,16 +33,17 @@ from pydantic import field_validator
 from analysis.common import store
 from analysis.common.cli import stage_parser
 from analysis.common.io import write_csv, write_json, write_npy
-from analysis.common.params import Settings, conditions as read_conditions, load_params, stage_settings
+from analysis.common.params import (ConditionSets, Settings, condition_sets, load_params,
+                                   stage_settings)
 from analysis.common.store import PRIMARY_VIEW, TEMPLATES_KEY
 from analysis.data.groups import noun_pair_caption_groups, row_nouns
 from analysis.data.relations import load_meta_categories
 from analysis.geometry import rdm as geo
-from analysis.geometry.comparisons import (COLUMNS, EXTRA_COLUMNS, FAMILY, NOISE_CEILING, NOTES,
-                                           Stimuli, adjust_p, cka_analysis, converse_analysis,
-                                           figure_items,
-                                           item_analysis, layer_cka, order_analysis,
-                                           relation_analysis, relation_codes)
+from analysis.geometry.comparisons import (COLUMNS, EXTRA_COLUMNS, FAMILY, MATCHED_COLUMNS,
+                                           NOISE_CEILING, NOTES, Stimuli, adjust_p, cka_analysis,
+                                           converse_analysis, evenly_spaced, figure_items,
+                                           item_analysis, layer_cka, matched_layer_analysis,
+                                           order_analysis, relation_analysis, relation_codes)
 from analysis.geometry.resampling import Resamples, group_subsamples, noun_jackknife
 
 log = logging.getLogger("rsa")
@@ -79,7 +83,12 @@ class RsaSettings(Settings):
     cka_max_items: int
     """the CKA interval holds one n x n float32 Gram matrix per condition"""
     layer_cka_max_items: int
-    """items (evenly spaced) for the layer x layer CKA maps"""
+    """items (evenly spaced) for the layer x layer CKA maps and the matched pairs' layer geometry"""
+    matched_layers: bool = True
+    """for every matched pair of ``conditions.matched`` whose two conditions are selected: CKA
+    and item-RDM Spearman between before[l] and after[l] (and before[l] vs its random twin
+    ``<before>_random``) for every layer of the ``layers`` view, on the rsa.layer_cka_max_items
+    items, with intervals (results/rsa/matched_layers.csv); false: every pair reported as not run"""
     relation_min_count: int
     """VSR-caption relation centroids need this many captions"""
     figure_items: int
@@ -180,9 +189,10 @@ def resamples(st: Stimuli, cfg: RsaSettings, seed: int) -> Resamples:
 
 
 def analyse(st: Stimuli, cfg: RsaSettings, seed: int, meta: dict[str, str], tables: dict,
-            figures: dict, layer_maps: list, rel_rdms: list, info: dict, progress: bool) -> None:
+            figures: dict, layer_maps: list, rel_rdms: list, info: dict, progress: bool) -> Resamples:
     """Every comparison of one stimulus set, appended to the running tables; the figure RDMs
-    (and their item lists) go to ``figures`` (file name under rdms/ -> array or table)."""
+    (and their item lists) go to ``figures`` (file name under rdms/ -> array or table). Returns
+    the set's replicates (for the matched pairs' layers)."""
     res = resamples(st, cfg, seed)
     info["resampling"] = {"scheme": res.kind, "units": res.unit, "n_units": res.n_units,
                           "units_per_replicate": res.m_units, "replicates": len(res),
@@ -208,23 +218,113 @@ def analyse(st: Stimuli, cfg: RsaSettings, seed: int, meta: dict[str, str], tabl
         layer_maps.append(layer_cka(st, cfg.layer_cka_max_items))
     else:
         log.info("%s: no 'layers' view: no layer x layer CKA map", st.key)
+    return res
+
+
+# ----------------------------------------------------------------------------- matched pairs
+
+
+def matched_plan(sets: ConditionSets) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """The matched pairs to analyse (name -> (before, after): both conditions in
+    ``conditions.text``) and, for the others, why not."""
+    run_ = sets.matched_run()
+    pairs = {k: (m.before, m.after) for k, m in run_.items()}
+    not_run = {k: f"{', '.join(c for c in (m.before, m.after) if c not in sets.text)} not selected "
+                  "in conditions.text" for k, m in sets.matched.items() if k not in run_}
+    return pairs, not_run
+
+
+def matched_on_stimuli(st: Stimuli, res: Resamples, pairs: dict[str, tuple[str, str]],
+                       cfg: RsaSettings, seed: int, progress: bool = False
+                       ) -> tuple[list[dict], dict[str, dict[str, Any]], dict[str, str]]:
+    """The matched pairs' layer geometry on one stimulus set: rows, per analysed pair what ran
+    (items, layers, the random reference or why there is none), and per skipped pair why (no
+    ``layers`` view of a condition here, or different numbers of layers: never aligned)."""
+    rows: list[dict] = []
+    done: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    for pair, (before, after) in pairs.items():
+        lacking = [c for c in (before, after) if c not in st.layers]
+        if lacking:
+            skipped[pair] = (f"no 'layers' view of {', '.join(lacking)} on {st.key} (embed.layers.splits; "
+                             "or not embedded)")
+            continue
+        Lb, La = st.layers[before].shape[0], st.layers[after].shape[0]
+        if Lb != La:
+            skipped[pair] = (f"layer counts differ ({before}: {Lb}, {after}: {La}): layers are not "
+                             "aligned, pair skipped")
+            continue
+        twin = f"{before}_random"
+        reference, note = None, None
+        if twin not in st.layers:
+            note = f"no 'layers' view of {twin} on {st.key} (not selected or not embedded)"
+        elif st.layers[twin].shape[0] != Lb:
+            note = f"{twin} has {st.layers[twin].shape[0]} layers, {before} {Lb}: no reference"
+        else:
+            reference = twin
+        if note:
+            log.warning("rsa.matched_layers %s on %s: %s", pair, st.key, note)
+        rows += matched_layer_analysis(st, res, pair, before, after, reference, cfg, seed, progress)
+        done[pair] = {"n_layers": Lb, "reference": reference,
+                      "n_items": len(evenly_spaced(len(st.table), cfg.layer_cka_max_items)),
+                      **({"reference_missing": note} if note else {})}
+    for pair, why in skipped.items():
+        log.warning("rsa.matched_layers %s on %s: %s", pair, st.key, why)
+    return rows, done, skipped
+
+
+def matched_summary(pairs: dict[str, tuple[str, str]], not_selected: dict[str, str],
+                    done: dict[str, dict[str, dict]], skipped: dict[str, dict[str, str]],
+                    cfg: RsaSettings) -> dict[str, Any]:
+    """summary.json's ``matched_layers``: the pairs analysed (on which sets, with which
+    reference), those not run and why, the (pair, set) skips, and a one-line account."""
+    analysed = {p: {"before": b, "after": a, "stimuli": {k: d[p] for k, d in done.items() if p in d}}
+                for p, (b, a) in pairs.items() if any(p in d for d in done.values())}
+    not_run = dict(not_selected)
+    for p in pairs:
+        if p not in analysed:
+            why = "; ".join(f"{k}: {s[p]}" for k, s in skipped.items() if p in s)
+            not_run[p] = ("rsa.matched_layers: false" if not cfg.matched_layers else
+                          why or "no stimulus set with embeddings of both conditions")
+    line = "matched pairs analysed: " + (", ".join(
+        f"{p} ({pairs[p][0]} -> {pairs[p][1]}: {', '.join(v['stimuli'])})" for p, v in analysed.items())
+        or "none")
+    line += "; not run: " + (", ".join(f"{p} ({why})" for p, why in not_run.items()) or "none")
+    return {"line": line, "analysed": analysed, "not_run": not_run,
+            "skipped": {k: s for k, s in skipped.items() if s},
+            "n_skipped": sum(len(s) for s in skipped.values()), "table": "matched_layers.csv",
+            "items": f"rsa.layer_cka_max_items = {cfg.layer_cka_max_items}, evenly spaced"}
 
 
 def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
-        meta: dict[str, str], progress: bool = True) -> RsaOutputs:
+        meta: dict[str, str], progress: bool = True,
+        matched: dict[str, tuple[str, str]] | None = None,
+        matched_not_run: dict[str, str] | None = None) -> RsaOutputs:
     """All tables; ``load(key)`` gives one stimulus set (Stimuli or None, load info), called
-    once per set so only one is in memory at a time."""
+    once per set so only one is in memory at a time. ``matched``: the matched pairs to analyse
+    layer by layer (name -> (before, after); `matched_plan`), ``matched_not_run``: the others,
+    with why (both reported in summary.json)."""
     rows: dict[str, Any] = {"item_comparisons": [], "relation_models": [], "relation_best": [],
                             "asymmetry": [], "order_sensitivity": [], "converse": []}
     figures: dict[str, np.ndarray | pd.DataFrame] = {}
     layer_maps, rel_rdms = [], []
     summary: dict[str, Any] = {"noise_ceiling": NOISE_CEILING, "stimuli": {}}
+    pairs = dict(matched or {}) if cfg.matched_layers else {}
+    matched_rows: list[dict] = []
+    m_done: dict[str, dict[str, dict]] = {}
+    m_skipped: dict[str, dict[str, str]] = {}
     for s_idx, key in enumerate(stimulus_keys(cfg)):
         st, info = load(key)
         summary["stimuli"][key] = info
         if st is not None:
-            analyse(st, cfg, cfg.seed + 1000 * s_idx, meta, rows, figures, layer_maps, rel_rdms,
-                    info, progress)
+            res = analyse(st, cfg, cfg.seed + 1000 * s_idx, meta, rows, figures, layer_maps,
+                          rel_rdms, info, progress)
+            r, m_done[key], m_skipped[key] = matched_on_stimuli(st, res, pairs, cfg,
+                                                                 cfg.seed + 1000 * s_idx, progress)
+            matched_rows += r
+        elif pairs:
+            m_skipped[key] = {p: f"fewer than 2 conditions with embeddings on {key}" for p in pairs}
+            log.warning("rsa.matched_layers: %s not loaded: %s skipped", key, list(pairs))
         del st
     if cfg.converse:
         try:
@@ -246,6 +346,11 @@ def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
         first = COLUMNS + EXTRA_COLUMNS
         df = df.reindex(columns=first + [c for c in df.columns if c not in first])
         tables[name] = df.astype({c: "Int64" for c in ("n_stimuli", "n_pairs", "n_boot")})
+    tables["matched_layers"] = adjust_p(pd.DataFrame(matched_rows, columns=MATCHED_COLUMNS)).astype(
+        {c: "Int64" for c in ("layer", "n_items", "n_pairs", "n_boot", "n_layers")})
+    summary["matched_layers"] = matched_summary(dict(matched or {}), dict(matched_not_run or {}),
+                                                m_done, m_skipped, cfg)
+    log.info("rsa.matched_layers: %s", summary["matched_layers"]["line"])
     tables["cka_layers"] = (pd.concat(layer_maps, ignore_index=True) if layer_maps else
                             pd.DataFrame(columns=["stimuli", "condition_a", "layer_a",
                                                   "condition_b", "layer_b", "cka", "n_stimuli",
@@ -258,7 +363,7 @@ def run(cfg: RsaSettings, load: Callable[[str], tuple[Stimuli | None, dict]],
                            "ci": cfg.ci, "seed": cfg.seed, "max_pairs": cfg.max_pairs,
                            "tau_bins": cfg.tau_bins, "cka_max_items": cfg.cka_max_items,
                            "layer_cka_max_items": cfg.layer_cka_max_items,
-                           "metrics": list(cfg.metrics)}
+                           "matched_layers": cfg.matched_layers, "metrics": list(cfg.metrics)}
     summary["multiplicity_family"] = ["table", *FAMILY]
     summary["notes"] = NOTES
     return RsaOutputs(tables, figures, summary)
@@ -277,8 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     args = stage_parser("rsa", __doc__.splitlines()[0]).parse_args(argv)
     params = load_params(args.params)
     cfg = stage_settings(RsaSettings, params, "rsa", args.params)
-    conditions = [c for c in read_conditions(params, args.params)
-                  if cfg.extra_seeds or not re.search(r"_random_s\d+$", c)]
+    sets = condition_sets(params, args.params)
+    conditions = [c for c in sets.all if cfg.extra_seeds or not re.search(r"_random_s\d+$", c)]
+    pairs, not_run = matched_plan(sets)
     meta, _ = load_meta_categories()
-    write(run(cfg, lambda key: load_stimuli(key, conditions), meta))
+    write(run(cfg, lambda key: load_stimuli(key, conditions), meta, matched=pairs,
+              matched_not_run=not_run))
     return 0

@@ -27,6 +27,7 @@ from statsmodels.stats.multitest import multipletests
 from tqdm import tqdm
 
 from analysis.inference import confirmatory as C
+from analysis.inference import grounding as G
 from analysis.inference import resampling as stats
 from analysis.common import store
 from analysis.common.cli import stage_parser
@@ -105,6 +106,21 @@ class ConfirmatorySettings(Settings):
     """random-weight seeds each architecture needs before the contrast is computed"""
 
 
+class GroundingSettings(Settings):
+    """The pre-registered grounding effect on matched encoder pairs (paper/preregistration_zoo.md;
+    a test keeps the two equal): after - before per pair, and across pairs by a mixed model
+    (`analysis/inference/grounding.py`). The pairs are `conditions.matched`."""
+
+    task: str = "M_polarity"
+    axes: tuple[str, ...] = ("vertical", "horizontal", "depth")
+    asymmetry: tuple[str, str] = ("vertical", "horizontal")
+    ci: float = 0.95
+    alpha: float = 0.05
+    """two-sided level of G1 and G2 (Holm across the two)"""
+    min_pairs: int = 2
+    """matched pairs that must have run before the across-pair test is computed"""
+
+
 class StatsSettings(Settings):
     """Section `stats`."""
 
@@ -128,6 +144,7 @@ class StatsSettings(Settings):
     asymmetry: AsymmetrySettings
     headline: HeadlineSettings = HeadlineSettings()
     confirmatory: ConfirmatorySettings | None = None
+    grounding: GroundingSettings | None = None
 
     @property
     def level(self) -> float:
@@ -737,6 +754,68 @@ def confirmatory_tables(files: list[Path], relations: pd.DataFrame, units: list[
     return {"confirmatory": table, "matched_splits": splits, "reference_frames": frames}
 
 
+GROUNDING_COLUMNS = ["analysis", "pair", "before", "after", "name", "estimate", "se", "ci_low",
+                     "ci_high", "df", "p_value", "p_holm", "n_clusters", "n_rows", "status"]
+
+
+def grounding_tables(files: list[Path], relations: pd.DataFrame,
+                     matched: dict[str, tuple[str, str]], selected: Iterable[str],
+                     cfg: GroundingSettings) -> dict[str, pd.DataFrame]:
+    """The pre-registered grounding effect: per matched pair (after - before, and the same for
+    their random-weight twins where both ran, exploratory), across pairs (G1: mean over axes,
+    G2: the asymmetry; Holm across the two; per-axis effects secondary, Holm across them), and
+    the cell table the across-pair model reads. A pair whose conditions did not run is a row
+    saying so, never an error."""
+    paths = [f for f in files if f.stem == cfg.task]
+    oof = pd.concat([pd.read_parquet(f) for f in paths], ignore_index=True) if paths else pd.DataFrame(
+        columns=store.OOF_COLUMNS)
+    rows = C.matched_rows(oof, relations, cfg.task)
+    have = set(rows["condition"])
+    selected = set(selected)
+    out, ran = [], {}
+
+    def row(analysis: str, pair: str, before: str, after: str, status: str, c=None) -> dict:
+        d = {"analysis": analysis, "pair": pair, "before": before, "after": after, "status": status}
+        return d | ({k: v for k, v in c.as_dict().items() if k != "seed_variance"} if c else {})
+
+    for name, (before, after) in matched.items():
+        absent = [c for c in (before, after) if c not in have]
+        if absent:
+            why = ", ".join(f"{c} {'has no ' + cfg.task + ' rows' if c in selected else 'not in conditions.text'}"
+                            for c in absent)
+            out.append(row("per pair", name, before, after, f"not run: {why}"))
+            continue
+        ran[name] = (before, after)
+        out += [row("per pair", name, before, after, "computed", c)
+                for c in G.pair_effects(rows, before, after, cfg.axes, cfg.asymmetry, cfg.ci)]
+        tb, ta = f"{before}_random", f"{after}_random"
+        if {tb, ta} <= have:
+            out += [row("per pair, random-weight twins (control)", name, tb, ta, "computed", c)
+                    for c in G.pair_effects(rows, tb, ta, cfg.axes, cfg.asymmetry, cfg.ci)]
+    cells = G.cell_differences(rows, ran, cfg.axes)
+    if len(ran) < cfg.min_pairs:
+        out.append(row("across pairs", "all", "", "", f"not computed: {len(ran)} matched pair(s) ran, "
+                       f"the pre-registration asks for {cfg.min_pairs}"))
+    else:
+        try:
+            across = G.across_pairs(cells, cfg.axes, cfg.asymmetry, cfg.ci)
+        except ValueError as exc:
+            out.append(row("across pairs", "all", "", "", f"not computed: {exc}"))
+        else:
+            hi, lo = cfg.asymmetry
+            primary = {"mean over axes", f"{hi} - {lo}"}
+            rows_a = [row("across pairs: " + ("co-primary (pre-registered)" if c.name in primary else
+                                              "secondary (pre-registered)"), "all", "", "", "computed", c)
+                      for c in across]
+            for group in (True, False):
+                part = [r for r in rows_a if (r["name"] in primary) == group]
+                for r, p in zip(part, multipletests([r["p_value"] for r in part], method="holm")[1]):
+                    r["p_holm"] = p
+            out = sorted(rows_a, key=lambda r: r["name"] not in primary) + out
+    table = pd.DataFrame(out).reindex(columns=GROUNDING_COLUMNS)
+    return {"grounding": table, "grounding_cells": cells}
+
+
 def controlled_splits(files: list[Path], units: list[store.SuiteUnit]) -> pd.DataFrame:
     """Exploratory: the controlled spatial set's probes (tasks ``C_*``) per held-out form pair,
     the unit the scores' noun-pair intervals hold fixed: accuracy and rows per condition, task,
@@ -831,6 +910,12 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(out / PLOTS_DIR / f"{name}.csv", df)
         if cfg.confirmatory is not None:
             for name, df in confirmatory_tables(files, relations, units, cfg.confirmatory).items():
+                write_csv(out / f"{name}.csv", df)
+                log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+        if cfg.grounding is not None:
+            sets = condition_sets(params, args.params)
+            matched = {k: (m.before, m.after) for k, m in sets.matched.items()}
+            for name, df in grounding_tables(files, relations, matched, sets.text, cfg.grounding).items():
                 write_csv(out / f"{name}.csv", df)
                 log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
         for name, df in (("dimension_controls", dimension_controls(units, cfg)),

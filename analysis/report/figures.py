@@ -136,6 +136,43 @@ def axis_scores(df: pd.DataFrame, title: str = "accuracy",
         .facet(column=alt.Column("axis:N", title=None, sort=axes))
 
 
+def grounding_effects(df: pd.DataFrame, title: str = "after − before (log-odds, 95% CI)") -> alt.Chart:
+    """The grounding effect of each matched pair and across pairs (rows), one panel per
+    contrast (an axis, their mean, vertical − horizontal); zero dashed.
+    Columns: pair, name, estimate, ci_low, ci_high."""
+    _need(df, ["pair", "name", "estimate", "ci_low", "ci_high"], "grounding_effects")
+    df = df[["pair", "name", "estimate", "ci_low", "ci_high"]]
+    names = list(dict.fromkeys(df["name"]))
+    base = alt.Chart().encode(y=alt.Y("pair:N", title=None, sort=None))
+    rule = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=title), x2="ci_high:Q")
+    point = base.mark_point(size=60, filled=True).encode(
+        x="estimate:Q", tooltip=["pair", "name", *_ci_tooltip()])
+    zero = alt.Chart().mark_rule(strokeDash=[4, 3], color="gray").encode(x=alt.datum(0))
+    return alt.layer(zero, rule, point, data=df).properties(width=120, height=alt.Step(16)) \
+        .facet(column=alt.Column("name:N", title=None, sort=names), spacing=8) \
+        .resolve_scale(x="independent")
+
+
+def encoder_kinds(df: pd.DataFrame, title: str = "accuracy", chance: float = 0.5) -> alt.Chart:
+    """Every encoder's score with its CI per ``axis`` panel, coloured by ``kind`` (grounded,
+    text-only, random weights); chance dashed. Columns: axis, condition, kind, estimate,
+    ci_low, ci_high."""
+    _need(df, ["axis", "condition", "kind", "estimate", "ci_low", "ci_high"], "encoder_kinds")
+    df = df[["axis", "condition", "kind", "estimate", "ci_low", "ci_high"]]
+    axes = [a for a in ("vertical", "horizontal", "depth") if a in set(df["axis"])]
+    colour = alt.Color("kind:N", title=None, scale=alt.Scale(
+        domain=["grounded", "text-only", "random weights"], range=["#1b9e77", "#d95f02", "#999999"]),
+        legend=alt.Legend(orient="bottom"))
+    base = alt.Chart().encode(y=alt.Y("condition:N", title=None, sort=None), color=colour)
+    rule = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=title, scale=alt.Scale(domain=[0, 1])), x2="ci_high:Q")
+    point = base.mark_point(size=60, filled=True).encode(
+        x="estimate:Q", tooltip=["axis", "condition", "kind", *_ci_tooltip()])
+    line = alt.Chart().mark_rule(strokeDash=[4, 3], color="gray").encode(x=alt.datum(chance))
+    return alt.layer(line, rule, point, data=df).properties(width=140, height=alt.Step(14)) \
+        .facet(column=alt.Column("axis:N", title=None, sort=axes), spacing=8)
+
+
 def layer_curves(df: pd.DataFrame, title: str = "macro F1") -> alt.Chart:
     """Score by layer with a CI band, one line per condition, one panel per ``panel``.
     Columns: layer, condition, estimate, ci_low, ci_high, panel."""

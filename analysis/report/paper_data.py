@@ -77,6 +77,18 @@ LABELS = {
     "clip_random_zeroshot": "CLIP zero-shot score (random weights)",
     "sbert_clip_concat": "SBERT text + CLIP image",
     "sbert_clip_interaction": "SBERT text × CLIP image interaction features",
+    # the model zoo (models.zoo; analysis/embed/zoo.py)
+    "zoo_roberta": "RoBERTa-base",
+    "zoo_xlm_roberta": "XLM-R-base",
+    "zoo_bert": "BERT-base",
+    "zoo_openclip_roberta": "OpenCLIP RoBERTa tower",
+    "zoo_openclip_xlm_roberta": "OpenCLIP XLM-R tower",
+    "zoo_blip": "BLIP text encoder",
+    "zoo_openclip_vit": "OpenCLIP ViT-B/32 text (LAION-2B)",
+    "zoo_siglip": "SigLIP text",
+    "roberta": "RoBERTa → OpenCLIP",
+    "xlm_roberta": "XLM-R → OpenCLIP",
+    "bert": "BERT → BLIP",
     # tasks
     "T1": "T1 relation identity",
     "T1_ovr": "T1 one-vs-rest",
@@ -338,6 +350,50 @@ def pooling_text(condition: str, pooling: Any) -> str:
     return f"`{view}`: {pooling[view]}" if view is not None else ""
 
 
+GROUNDED_FAMILIES = ("open_clip", "blip_text", "siglip")  # zoo families trained against images
+
+
+def encoder_kinds() -> dict[str, str]:
+    """Embedded text condition -> "grounded" (trained against images), "text-only" or "random
+    weights", from the sidecars (a zoo condition's `zoo.family`; SBERT and CLIP by name)."""
+    out = {}
+    for meta_path in sorted((repo_root() / "results/embeddings").glob("*/*/*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        cond = meta.get("condition", meta_path.parts[-4])
+        if cond in out:
+            continue
+        if meta.get("random_seed") is not None or re.search(r"_random(_s\d+)?$", cond):
+            out[cond] = "random weights"
+        elif isinstance(meta.get("zoo"), dict):
+            out[cond] = "grounded" if meta["zoo"].get("family") in GROUNDED_FAMILIES else "text-only"
+        elif cond.startswith("clip"):
+            out[cond] = "grounded"
+        elif cond == "sbert":
+            out[cond] = "text-only"
+    return out
+
+
+def fixture_conditions() -> list[str]:
+    """Embedded conditions made from the tiny random-weight test models (tests/fixtures/models):
+    their numbers test the pipeline and carry no information about the question."""
+    out = set()
+    for meta_path in (repo_root() / "results/embeddings").glob("*/*/*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        if str(meta.get("model_path") or "").startswith("tests/fixtures/"):
+            out.add(meta.get("condition", meta_path.parts[-4]))
+    return sorted(out)
+
+
+def zoo_conditions_run() -> tuple[list[str], list[str]]:
+    """The model zoo (params `models.zoo`): trained conditions ``zoo_<name>`` embedded in this
+    build, and those not run."""
+    zoo = (params_section("models").get("zoo") or {})
+    names = [f"zoo_{k}" for k in zoo]
+    root = repo_root() / "results/embeddings"
+    ran = [c for c in names if any((root / c).glob("*/*/meta.json"))]
+    return ran, [c for c in names if c not in ran]
+
+
 def meta_categories() -> dict[str, str]:
     """Relation -> VSR meta-category, from the dictionary the `vsr` stage uses."""
     from analysis.data.relations import load_meta_categories
@@ -469,14 +525,15 @@ def git_commit() -> str:
 
 
 PREREGISTRATION = "paper/preregistration.md"
+PREREGISTRATION_ZOO = "paper/preregistration_zoo.md"
 
 
-def preregistration_commit() -> str:
-    """The commit that added the pre-registration (its date of record), ``short-sha (date)``;
+def preregistration_commit(path: str = PREREGISTRATION) -> str:
+    """The commit that added a pre-registration (its date of record), ``short-sha (date)``;
     "uncommitted" outside a git checkout or before it is committed."""
     try:
         out = subprocess.run(["git", "log", "--diff-filter=A", "--format=%h %as", "--",
-                              PREREGISTRATION], cwd=repo_root(), capture_output=True, text=True,
+                              path], cwd=repo_root(), capture_output=True, text=True,
                              check=True).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "uncommitted"
@@ -581,6 +638,8 @@ def label(name: Any, task: str | None = None) -> Txt:
     if m := re.fullmatch(r"(\w+)_random_s(\d+)", name):
         base = LABELS.get(m.group(1), m.group(1))
         return Txt(f"{base} (random weights, seed {m.group(2)})")
+    if m := re.fullmatch(r"(zoo_\w+)_random", name):
+        return Txt(f"{LABELS.get(m.group(1), m.group(1))} (random weights)")
     if name.startswith("meta:"):
         return Txt(f"{name[5:]} (meta-category)")
     if name.startswith("model:"):

@@ -157,3 +157,33 @@ def test_wide_charts_are_scaled_to_the_pdf_text_width(tmp_path, monkeypatch):
     assert width > F.TEXT_WIDTH_PX
     m = re.fullmatch(r"!\[\]\((.+)\)\{width=(\d+)%\}", fig.markdown("typst"))
     assert m and m.group(1).endswith("wide.svg") and m.group(2) == "100"
+
+
+def test_grounding_effects_one_point_per_pair_and_contrast_in_the_given_order():
+    names = ["mean over axes", "vertical − horizontal", "vertical"]
+    df = pd.DataFrame([{"pair": p, "name": n, "estimate": e}
+                       for p, e0 in (("across pairs", 0.2), ("RoBERTa → OpenCLIP", 0.5))
+                       for n, e in zip(names, (e0, -e0, 2 * e0))])
+    df = df.assign(ci_low=df["estimate"] - 0.3, ci_high=df["estimate"] + 0.3)
+    svg = vlc.vegalite_to_svg(F.grounding_effects(df).to_json())
+    assert marks(svg, "symbol") == len(df)
+    heads = [svg.index(f">{n}<") for n in names]
+    assert heads == sorted(heads)
+    with pytest.raises(ValueError, match="grounding_effects: no rows"):
+        F.grounding_effects(df.iloc[:0])
+
+
+def test_encoder_kinds_colours_each_kind_and_draws_every_encoder_once_per_axis():
+    df = pd.DataFrame({"axis": ["vertical", "horizontal"] * 3,
+                       "condition": ["SigLIP text"] * 2 + ["RoBERTa-base"] * 2 + ["RoBERTa-base (random weights)"] * 2,
+                       "kind": ["grounded"] * 2 + ["text-only"] * 2 + ["random weights"] * 2,
+                       "estimate": [0.8, 0.6, 0.7, 0.5, 0.5, 0.9]})
+    df = df.assign(ci_low=df["estimate"] - 0.05, ci_high=df["estimate"] + 0.05)
+    spec = F.encoder_kinds(df).to_dict()
+    svg = vlc.vegalite_to_svg(F.encoder_kinds(df).to_json())
+    assert marks(svg, "symbol") >= len(df)  # the points (+ legend symbols)
+    assert all(f">{k}<" in svg for k in ("grounded", "text-only", "random weights"))
+    colour = spec["spec"]["layer"][1]["encoding"]["color"]["scale"]
+    assert colour["domain"] == ["grounded", "text-only", "random weights"]
+    with pytest.raises(ValueError, match="lacks columns"):
+        F.encoder_kinds(df.drop(columns="kind"))
