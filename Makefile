@@ -3,6 +3,8 @@
 #   make test       - run the test suite (what CI runs)
 #   make reproduce  - reviewer: dvc pull the pinned outputs, check dvc status, render the paper
 #   make verify     - reviewer: recompute probes, statistics and RSA from the pulled embeddings
+#   make zoo        - the study plus the model zoo (models.zoo, matched twins) as DVC experiment `zoo`
+#   make zoo-queue  - the same, its parts first as queued experiments, JOBS at a time (JOBS=2)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 # stage commands (`python -m analysis ...`) run inside the project's environment
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test smoke bench paper paper-check publish reproduce verify clean-smoke
+.PHONY: setup run test smoke bench paper paper-check publish reproduce verify clean-smoke zoo zoo-queue
 
 setup: $(STAMP)
 
@@ -88,3 +90,42 @@ reproduce: setup  ## reviewer: pull the pinned outputs, require a clean dvc stat
 
 verify: setup  ## reviewer: recompute the cheap stages from pulled inputs and diff against pulled outputs
 	$(BIN)/python -m analysis verify
+
+# The model zoo (issue 14). Its conditions.text list has one home: `python -m analysis zoo_profile`
+# derives it from params.yaml (conditions.text, then each pair of conditions.matched with the seed-0
+# random twins of both sides, then every other model of models.zoo), whole or by part.
+# ZOO_NAME: the experiment's name (a name is taken once per commit; zoo-queue's part experiments
+# are $(ZOO_NAME)-<part>); ZOO_TARGETS: DVC targets of the zoo run (default: the whole pipeline,
+# e.g. ZOO_TARGETS=stats); JOBS: zoo-queue's experiments run at a time.
+ZOO_PROFILE = $(BIN)/python -m analysis zoo_profile
+ZOO_NAME ?= zoo
+ZOO_TARGETS ?=
+JOBS ?= 2
+
+zoo: setup  ## the study's conditions plus the model zoo as one DVC experiment (the models' weights need the hub)
+	$(BIN)/dvc exp run -n $(ZOO_NAME) -S "conditions.text=$$($(ZOO_PROFILE))" $(ZOO_TARGETS)
+
+# The parts run as queued experiments (each in its own temporary copy, JOBS at a time), each
+# embedding and probing its own conditions only (targets probe_suite@<condition>; with the full
+# list as conditions.text, so that every stage reads the params the zoo run will). Their stages
+# go to DVC's run-cache, from which `make zoo` then restores them ("Stage 'embed@...' is cached -
+# skipping run, checking out outputs"): only the stages across conditions run there. The shared
+# inputs are made here first, and each part gets this workspace's dvc.lock (-C: a queued
+# experiment takes committed files only); --allow-missing lets a part skip an unchanged stage
+# whose outputs are not in the cache (the COCO images, the VSR report) instead of re-running it.
+zoo-queue: setup  ## the zoo's parts as queued experiments, JOBS at a time, then `make zoo` from the run-cache
+	$(BIN)/dvc repro vsr templates images
+	@set -e; list="$$($(ZOO_PROFILE))"; parts="$$($(ZOO_PROFILE) --parts)"; \
+	echo "each part with conditions.text=$$list"; \
+	for part in $$parts; do \
+	    targets="$$($(ZOO_PROFILE) --part $$part --targets)"; \
+	    echo "dvc exp run --queue -C dvc.lock --allow-missing -n $(ZOO_NAME)-$$part -S conditions.text=<list> $$targets"; \
+	    $(BIN)/dvc exp run --queue -C dvc.lock --allow-missing -n $(ZOO_NAME)-$$part -S "conditions.text=$$list" $$targets; \
+	done
+	$(BIN)/dvc queue start --jobs $(JOBS)
+	@echo "waiting for the queue (dvc queue status; a part's log: dvc queue logs $(ZOO_NAME)-<part>)"
+	@while $(BIN)/dvc queue status | grep -qwE 'Queued|Running'; do sleep 5; done
+	@set -e; ran="$$($(BIN)/dvc exp list --name-only)"; parts="$$($(ZOO_PROFILE) --parts)"; \
+	for part in $$parts; do echo "$$ran" | grep -qx "$(ZOO_NAME)-$$part" || { \
+	    echo "experiment $(ZOO_NAME)-$$part did not succeed: dvc queue logs $(ZOO_NAME)-$$part"; exit 1; }; done
+	$(MAKE) zoo

@@ -67,6 +67,9 @@ STAGES: tuple[Stage, ...] = (
           "reviewer: recompute cheap stages and diff against pulled outputs", dvc=False),
     Stage("publish", "analysis.report.publish",
           "the rendered paper and citation metadata as a folder for a host or an archive", dvc=False),
+    Stage("zoo_profile", "analysis.reproduce.zoo_profile",
+          "the model zoo's conditions.text list (make zoo), whole or by part (make zoo-queue)",
+          dvc=False),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
