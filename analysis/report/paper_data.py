@@ -384,6 +384,54 @@ def fixture_conditions() -> list[str]:
     return sorted(out)
 
 
+# What each zoo family was trained to read out (analysis/embed/zoo.py, view `trained`), for the zoo
+# table where a condition was not run (a run's sidecar carries the encoder's own description).
+ZOO_TRAINED_POOLING = {
+    "hf_text": "none trained for sentences (masked-LM pre-training): `mean` is its vector",
+    "hf_text:bert": "`pooler_output`: [CLS] through the NSP-trained dense + tanh pooler",
+    "open_clip": "`encode_text`: the tower's pooler (RoBERTa/XLM-R towers: mean over tokens; "
+                 "OpenAI-style: the EOS token after the final layer norm) and its projection",
+    "blip_text": "the unimodal text encoder's [CLS] state through `text_proj` (BLIP's image-text contrast)",
+    "siglip": "`get_text_features`: the last position after the final layer norm, through `head`",
+}
+
+
+def zoo_table() -> pd.DataFrame:
+    """One row per zoo model of params `models.zoo`: condition, hub id, its role in a matched
+    pair, the trained readout, the view the probes read, and the revision embedded (or "not
+    run in this build")."""
+    zoo = params_section("models").get("zoo") or {}
+    matched = params_section("conditions").get("matched") or {}
+    views = params_section("probe_suite").get("views") or {}
+    role = {}
+    for name, m in matched.items():
+        role[m["before"]] = f"before ({label(name)})"
+        role[m["after"]] = f"after ({label(name)})"
+    side = sidecars_by_condition()
+    rows = []
+    for name, spec in zoo.items():
+        cond = f"zoo_{name}"
+        fam = spec.get("family", "")
+        meta = side.get(cond, {})
+        key = "hf_text:bert" if fam == "hf_text" and "bert" in name and "roberta" not in name else fam
+        pooling = meta.get("pooling") if isinstance(meta.get("pooling"), dict) else {}
+        rows.append({"condition": str(label(cond)), "hub id": f"`{spec.get('hub_id')}`"
+                     + (f" (`{spec['pretrained']}`)" if spec.get("pretrained") else ""),
+                     "role": role.get(cond, "unmatched"),
+                     "trained readout": pooling.get("trained") or ZOO_TRAINED_POOLING.get(key, ""),
+                     "probed": f"`{views.get(cond) or meta.get('primary') or ('trained' if key != 'hf_text' else 'mean')}`",
+                     "embedded": short_revision(meta.get("revision")) if meta else "not run in this build"})
+    return pd.DataFrame(rows)
+
+
+def sidecars_by_condition() -> dict[str, dict[str, Any]]:
+    """Condition -> the sidecar (meta.json) of its first embedded split."""
+    out: dict[str, dict[str, Any]] = {}
+    for meta_path in sorted((repo_root() / "results/embeddings").glob("*/*/*/meta.json")):
+        out.setdefault(meta_path.parts[-4], json.loads(meta_path.read_text()))
+    return out
+
+
 def zoo_conditions_run() -> tuple[list[str], list[str]]:
     """The model zoo (params `models.zoo`): trained conditions ``zoo_<name>`` embedded in this
     build, and those not run."""
