@@ -65,6 +65,22 @@ def encoder_kind(condition: str, grounded: str, distributional: str) -> str | No
     return None
 
 
+def cell_means_gee(df: pd.DataFrame, by: str, levels: tuple[str, ...], axes: tuple[str, ...]
+                   ) -> tuple[np.ndarray, np.ndarray, dict[tuple[str, str], int], int]:
+    """The population-averaged cell-means model of `correct` on axis x ``by``: GEE, logit link,
+    independence working correlation, clustered by held-out word pair within axis (every
+    encoder's rows of a word pair in one cluster), Mancl-DeRouen bias-reduced sandwich.
+    Returns coefficients (each the logit of its cell's accuracy), their covariance, the column
+    of each (axis, level) and the number of clusters."""
+    col = {(a, k): i for i, (a, k) in enumerate((a, k) for a in axes for k in levels)}
+    X = np.zeros((len(df), len(col)))
+    X[np.arange(len(df)), [col[(a, k)] for a, k in zip(df["axis"], df[by])]] = 1.0
+    clusters = pd.factorize(df["axis"].astype(str) + "|" + df["cluster"].astype(str))[0]
+    fit = sm.GEE(df["correct"].to_numpy(float), X, groups=clusters, family=sm.families.Binomial(),
+                 cov_struct=sm.cov_struct.Independence()).fit(cov_type="bias_reduced")
+    return np.asarray(fit.params), np.asarray(fit.cov_params()), col, int(clusters.max() + 1)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
@@ -89,15 +105,7 @@ def training_contrasts(rows: pd.DataFrame, grounded: str, distributional: str,
     y = df["correct"].to_numpy(float)
     if not ((y == 0) | (y == 1)).all():
         raise ValueError("confirmatory rows: 'correct' must be 0 or 1")
-    # one column per axis x kind (a cell-means model): coefficient = logit of the cell's accuracy
-    col = {(a, k): i for i, (a, k) in enumerate((a, k) for a in axes for k in KINDS)}
-    X = np.zeros((len(df), len(col)))
-    X[np.arange(len(df)), [col[(a, k)] for a, k in zip(df["axis"], df["kind"])]] = 1.0
-    clusters = pd.factorize(df["axis"].astype(str) + "|" + df["cluster"].astype(str))[0]
-    fit = sm.GEE(y, X, groups=clusters, family=sm.families.Binomial(),
-                 cov_struct=sm.cov_struct.Independence()).fit(cov_type="bias_reduced")
-    beta, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
-    n_clusters = int(clusters.max() + 1)
+    beta, cov, col, n_clusters = cell_means_gee(df, "kind", KINDS, axes)
     dof = max(1, n_clusters - len(axes))
 
     def did(a: str) -> np.ndarray:
@@ -136,14 +144,7 @@ def training_effects(rows: pd.DataFrame, encoder: str,
               if not ((df["axis"] == a) & (df["kind"] == k)).any()]
     if absent:
         raise ValueError(f"training effect of {encoder}: no rows for (axis, encoder) {absent}")
-    col = {(a, k): i for i, (a, k) in enumerate((a, k) for a in axes for k in ("random", "trained"))}
-    X = np.zeros((len(df), len(col)))
-    X[np.arange(len(df)), [col[(a, k)] for a, k in zip(df["axis"], df["kind"])]] = 1.0
-    clusters = pd.factorize(df["axis"].astype(str) + "|" + df["cluster"].astype(str))[0]
-    fit = sm.GEE(df["correct"].to_numpy(float), X, groups=clusters, family=sm.families.Binomial(),
-                 cov_struct=sm.cov_struct.Independence()).fit(cov_type="bias_reduced")
-    beta, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
-    n_clusters = int(clusters.max() + 1)
+    beta, cov, col, n_clusters = cell_means_gee(df, "kind", ("random", "trained"), axes)
     dof = max(1, n_clusters - len(axes))
     seeds = {"random": _seed_logits(df.assign(kind=df["kind"].replace({"random": "r"})), axes, ("r",))["r"]}
     t_crit = stats.t.ppf(0.5 + ci / 2, dof)

@@ -19,11 +19,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from analysis.inference.confirmatory import Contrast
+from analysis.inference.confirmatory import Contrast, cell_means_gee
 
 SIDES = ("before", "after")
 CELL_COLUMNS = ["pair", "axis", "cluster", "n", "correct_before", "correct_after",
@@ -59,15 +58,8 @@ def pair_effects(rows: pd.DataFrame, before: str, after: str,
     the ``asymmetry`` difference, from one row per (condition, held-out item): columns
     ``condition``, ``axis``, ``cluster`` (the held-out word pair) and ``correct`` (0/1)."""
     df = _side_rows(rows, before, after, axes)
-    col = {(a, s): i for i, (a, s) in enumerate((a, s) for a in axes for s in SIDES)}
-    X = np.zeros((len(df), len(col)))
-    X[np.arange(len(df)), [col[(a, s)] for a, s in zip(df["axis"], df["side"])]] = 1.0
     # both sides' rows of a held-out word pair form one cluster: the same items, paired
-    clusters = pd.factorize(df["axis"].astype(str) + "|" + df["cluster"].astype(str))[0]
-    fit = sm.GEE(df["correct"].to_numpy(float), X, groups=clusters, family=sm.families.Binomial(),
-                 cov_struct=sm.cov_struct.Independence()).fit(cov_type="bias_reduced")
-    beta, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
-    n_clusters = int(clusters.max() + 1)
+    beta, cov, col, n_clusters = cell_means_gee(df, "side", SIDES, axes)
     per_axis = df.groupby("axis")["cluster"].nunique()
     out = []
     for name, w in _weights(axes, asymmetry).items():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from analysis.common.io import load_yaml
@@ -348,6 +349,21 @@ def pooling_text(condition: str, pooling: Any) -> str:
     if view not in pooling:
         view = next((v for v in pooling if v != "layers"), None)
     return f"`{view}`: {pooling[view]}" if view is not None else ""
+
+
+_ZOO_NAME = r"(?<![A-Za-z0-9])zoo_"
+
+
+def seed_study(df: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of the seed study's conditions (the zoo has its own section, `_zoo.qmd`): drops
+    a row whose condition, or either side of a comparison, is a zoo condition (``zoo_<name>``)."""
+    if df is None:
+        return None
+    cols = [c for c in ("condition", "comparison", "condition_a", "condition_b") if c in df.columns]
+    mask = np.zeros(len(df), bool)
+    for c in cols:
+        mask |= df[c].astype(str).str.contains(_ZOO_NAME, regex=True).to_numpy()
+    return df[~mask]
 
 
 GROUNDED_FAMILIES = ("open_clip", "blip_text", "siglip")  # zoo families trained against images
