@@ -282,22 +282,44 @@ class OpenClipEncoder(ZooEncoder):
             return torch.full((ids.shape[0],), 0 if kind == "first" else ids.shape[1] - 1, device=ids.device)
         raise ValueError(f"open_clip text_pool_type {kind!r} pools no single token")
 
-    def _hidden_states(self, ids: torch.Tensor) -> list[torch.Tensor]:
-        """The text tower's embedding output and every block's output, (B, T, D) each."""
-        if self.hf_tower:
-            return list(self.model.text.transformer(input_ids=ids, attention_mask=self._real(ids),
-                                                    output_hidden_states=True).hidden_states)
+    def _trim(self, ids: torch.Tensor) -> torch.Tensor:
+        """The columns up to the batch's last real token. OpenCLIP's tokenizers pad every text to
+        the context length (77); the columns after every text's end change nothing the views read
+        (HF towers mask them; the OpenAI-style tower is causal and reads its EOS token), so they
+        are not computed (about 15x less work on VSR's ~10-token captions)."""
+        if not self.hf_tower and self.model.text_pool_type not in {"argmax", "eos"}:
+            return ids  # a pooled position that depends on the padded length ("last")
+        return ids[:, : int(self._real(ids).sum(-1).max())]
+
+    def _forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One pass of the text tower: ``model.encode_text(ids)`` (unnormalized) and the
+        embedding output and every block's output, (B, T, D) each. The trained view is computed
+        from the same pass as open_clip computes it (HFTextEncoder.forward / CLIP.encode_text);
+        tests/embed/test_zoo.py checks it against ``encode_text`` on the untrimmed ids."""
         m = self.model
+        if self.hf_tower:
+            real = self._real(ids)
+            out = m.text.transformer(input_ids=ids, attention_mask=real, output_hidden_states=True)
+            return m.text.proj(m.text.pooler(out, real)), list(out.hidden_states)
+        from open_clip.transformer import text_global_pool
+
+        n = ids.shape[1]
         cast = m.transformer.get_cast_dtype()
-        x = m.token_embedding(ids).to(cast) + m.positional_embedding.to(cast)  # as CLIP.encode_text
-        _, blocks = m.transformer.forward_intermediates(x, attn_mask=m.attn_mask)
-        return [x, *blocks]
+        x = m.token_embedding(ids).to(cast) + m.positional_embedding[:n].to(cast)
+        mask = None if m.attn_mask is None else m.attn_mask[:n, :n]
+        _, blocks = m.transformer.forward_intermediates(x, attn_mask=mask)
+        pooled = text_global_pool(m.ln_final(blocks[-1]), ids, m.text_pool_type,
+                                  eos_token_id=getattr(m, "text_eos_id", None))
+        if m.text_projection is not None:
+            pooled = m.text_projection(pooled) if isinstance(m.text_projection, torch.nn.Linear) \
+                else pooled @ m.text_projection
+        return pooled, [x, *blocks]
 
     def _batch(self, texts, layers):
-        ids = self.tokenizer(texts).to(self.device)
-        hidden = self._hidden_states(ids)
+        ids = self._trim(self.tokenizer(texts).to(self.device))
+        trained, hidden = self._forward(ids)
         real = self._real(ids)
-        pooled = {"trained": self.model.encode_text(ids), "mean": masked_mean(hidden[-1], real)}
+        pooled = {"trained": trained, "mean": masked_mean(hidden[-1], real)}
         if not layers:
             return pooled, None
         stack = pooled_layers(hidden, real) if self.hf_tower else tokens_at(hidden, self._pool_positions(ids))
