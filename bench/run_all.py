@@ -16,6 +16,8 @@ BENCHES = [
     ["bench_probe.py", "--suite", "--layers", "13",    # the default text suite (seeds, controls) < 20 min,
      "--embeddings", "results/embeddings"],         # on a run's real vectors where present
     ["bench_rsa.py"],                                  # 7,680-item RDMs + 1,000 bootstraps < 2 min
+    ["bench_embed_zoo.py"],                            # what each text condition costs to embed (no target;
+                                                       # ~12 min on 2 cores; README "The model zoo")
     ["bench_embed_gpu.py"],                            # captions/s, images/s on a GPU (skips without)
 ]
 
