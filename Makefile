@@ -88,8 +88,11 @@ reproduce: setup  ## reviewer: pull the pinned outputs, require a clean dvc stat
 	$(BIN)/python -m analysis verify --status
 	$(MAKE) paper
 
+# VERIFY_ARGS: e.g. "--units sbert clip_text bow clip" to recompute only those conditions' and pairs'
+# per-condition stages (every one by default)
+VERIFY_ARGS ?=
 verify: setup  ## reviewer: recompute the cheap stages from pulled inputs and diff against pulled outputs
-	$(BIN)/python -m analysis verify
+	$(BIN)/python -m analysis verify $(VERIFY_ARGS)
 
 # The model zoo (issue 14). Its conditions.text list has one home: `python -m analysis zoo_profile`
 # derives it from params.yaml (conditions.text, then each pair of conditions.matched with the seed-0

@@ -591,10 +591,13 @@ def tidy(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(scores: pd.DataFrame, comparisons: pd.DataFrame, asymmetry: pd.DataFrame,
-             missing: list[str], cfg: StatsSettings) -> dict[str, Any]:
+             missing: list[str], cfg: StatsSettings,
+             grounding: pd.DataFrame | None = None) -> dict[str, Any]:
     """The few numbers `dvc metrics show` tracks (``stats.headline``): per-condition means of
-    the headline tasks, the grounded - distributional difference on them, and each asymmetry
-    contrast with its interval, all at the primary layer in one metric."""
+    the headline tasks (the conditions of ``condition_order``: the zoo's many encoders are in
+    results/stats/), the grounded - distributional difference on them, each asymmetry contrast
+    with its interval, all at the primary layer in one metric; and the matched pairs'
+    pre-registered grounding tests (log-odds) where they were computed."""
     want = cfg.headline
     study = f"{cfg.grounded} - {cfg.distributional}"
 
@@ -604,6 +607,7 @@ def headline(scores: pd.DataFrame, comparisons: pd.DataFrame, asymmetry: pd.Data
     out: dict[str, Any] = {"metric": want.metric, "scores": {}, "comparisons": {},
                            "asymmetry": {}, "n_missing": len(missing)}
     prim = primary(scores)
+    prim = prim[prim["condition"].isin(cfg.condition_order)] if len(prim) else prim
     for (task, cond), df in prim[prim["task"].isin(want.tasks)].groupby(["task", "condition"]) if len(prim) else []:
         out["scores"].setdefault(task, {})[cond] = round(float(df["estimate"].mean()), 6)
     comp = primary(comparisons)
@@ -611,6 +615,11 @@ def headline(scores: pd.DataFrame, comparisons: pd.DataFrame, asymmetry: pd.Data
         out["comparisons"].setdefault(task, {})[study] = round(float(df["estimate"].mean()), 6)
     for _, r in primary(asymmetry).iterrows():
         out["asymmetry"][r["task"]] = {k: round(float(r[k]), 6) for k in ("estimate", "ci_low", "ci_high")}
+    if grounding is not None and len(grounding):
+        co = grounding[grounding["analysis"].astype(str).str.contains("co-primary")]
+        for _, r in co.iterrows():
+            out.setdefault("grounding", {})[r["name"]] = {
+                k: round(float(r[k]), 6) for k in ("estimate", "ci_low", "ci_high", "p_holm")}
     return {"stats": out}
 
 
@@ -912,12 +921,14 @@ def main(argv: list[str] | None = None) -> int:
             for name, df in confirmatory_tables(files, relations, units, cfg.confirmatory).items():
                 write_csv(out / f"{name}.csv", df)
                 log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+        grounding = None
         if cfg.grounding is not None:
             sets = condition_sets(params, args.params)
             matched = {k: (m.before, m.after) for k, m in sets.matched.items()}
             for name, df in grounding_tables(files, relations, matched, sets.text, cfg.grounding).items():
                 write_csv(out / f"{name}.csv", df)
                 log.info("wrote %s (%d rows)", STATS_DIR / f"{name}.csv", len(df))
+                grounding = df if name == "grounding" else grounding
         for name, df in (("dimension_controls", dimension_controls(units, cfg)),
                          ("code_lengths", code_lengths(units))):
             if len(df):
@@ -932,5 +943,5 @@ def main(argv: list[str] | None = None) -> int:
             "units": [u.name for u in units],
             "settings": cfg.model_dump(mode="json")})
     write_json(METRICS_PATH, headline(tables["scores"], tables["comparisons"], tables["asymmetry"],
-                                      missing, cfg))
+                                      missing, cfg, grounding))
     return 0

@@ -8,7 +8,7 @@ written with; stages with iterative solvers or resampling on top of solver outpu
 tolerance. ``--status`` instead checks that ``dvc status`` reports nothing but outputs that are
 deliberately not distributed (``cache: false`` outputs such as the COCO images).
 
-    python -m analysis verify [--stages probe_replication stats] [--keep DIR]
+    python -m analysis verify [--stages probe_replication stats] [--units sbert bow] [--keep DIR]
     python -m analysis verify --status
     python -m analysis verify --pull    (dvc pull, naming any output the remote lacks)
 """
@@ -228,14 +228,26 @@ def recompute(stage: str, spec: dict, root: Path, work: Path, params: Path) -> N
         raise RuntimeError(f"{stage}: '{spec['cmd']}' failed with exit code {proc.returncode}")
 
 
+def select_runs(runs: dict[str, dict], units: Iterable[str] | None) -> dict[str, dict]:
+    """Of a stage's runs, those ``stage@<unit>`` whose unit is in ``units`` and every run that is
+    not per condition; all of them when ``units`` is None."""
+    if units is None:
+        return runs
+    keep = set(units)
+    return {n: spec for n, spec in runs.items() if "@" not in n or n.split("@", 1)[1] in keep}
+
+
 def verify(root: Path, stages: Iterable[str], params: Path, keep: Path | None = None,
-           tolerances: dict[str, float] | None = None) -> list[Diff]:
+           tolerances: dict[str, float] | None = None, units: Iterable[str] | None = None) -> list[Diff]:
+    """Recompute ``stages`` and compare; ``units``: of a per-condition (foreach) stage, only the
+    runs ``stage@<unit>`` named (a spot check where the zoo makes dozens of units)."""
     lock_path = root / "dvc.lock"
     lock = load_yaml(lock_path.read_text()) if lock_path.exists() else {}
     tol = {s: t for s, (t, _) in TOLERANCES.items()} | (tolerances or {})
+    keep_units = list(units) if units is not None else None
     diffs: list[Diff] = []
     for stage in stages:
-        runs = resolved_stages(lock, stage)
+        runs = select_runs(resolved_stages(lock, stage), keep_units)
         if not runs:
             log.warning("stage %s is not in %s: skipped", stage, lock_path)
         for name, spec in runs.items():
@@ -411,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--stages", nargs="*", default=list(DEFAULT_STAGES))
+    parser.add_argument("--units", nargs="*", default=None,
+                        help="of the per-condition stages, recompute only these conditions/pairs "
+                             "(default: every one)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the recomputed outputs under this folder")
     parser.add_argument("--status", action="store_true",
@@ -441,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-    diffs = verify(root, args.stages, args.params, args.keep)
+    diffs = verify(root, args.stages, args.params, args.keep, units=args.units)
     print(format_table(diffs))
     for stage in args.stages:
         if stage in TOLERANCES:

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from analysis.common.io import load_yaml
 from tests.conftest import ROOT, run_tool
 
 REQUIRE_ENV = "SPATIAL_REQUIRE_QUARTO"
@@ -273,7 +274,8 @@ def test_labels_and_counts_are_for_readers(smoke_paper):
         raw = sorted(set(RAW_NAMES.findall(texts)))
         assert not raw, f"{svg.name}: axis/legend/panel labels {raw}"
     n = len({p.parts[-4] for p in (smoke_workspace / "results/embeddings").glob("*/*/*/meta.json")})
-    assert n == 7  # params.smoke.yaml
+    conditions = load_yaml((smoke_workspace / "params.yaml").read_text())["conditions"]
+    assert n == len(conditions["text"]) + len(conditions["image"])
     sentence = f"{words(n).capitalize()} conditions were embedded in this build"
     assert sentence in visible_text(soup)
     assert sentence in words_only(smoke_paper.pdf.text)

@@ -143,7 +143,7 @@ def test_changing_conditions_reruns_only_the_stages_that_read_them(smoke_workspa
     ran = settle(run_tool(["dvc", "exp", "run", *drop, "stats"], ws, without_quarto=True,
                           timeout=900))
     assert load_yaml((ws / "params.yaml").read_text())["conditions"] == {
-        "text": text, "image": [], "pairs": {}}
+        "text": text, "image": [], "pairs": {}, "matched": params["conditions"]["matched"]}
     assert "images" in ran and "stats" in ran, ran
     assert not [s for s in ran if s.startswith(("embed@", "probe_suite@", "probe_suite_bow"))], ran
     assert json.loads((ws / "results/stats/report.json").read_text())["units"] == [*text, "bow"]

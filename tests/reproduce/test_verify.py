@@ -10,6 +10,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,16 +121,17 @@ def test_verify_recomputes_to_the_pulled_outputs(published):
     assert "results/probes/replication/summary.csv" in proc.stdout
 
 
-def make(target: str, repo: Path) -> subprocess.CompletedProcess:
+def make(target: str, repo: Path, *variables: str) -> subprocess.CompletedProcess:
     """``make TARGET`` as a reviewer runs it, with this test's environment standing in for the
-    clone's ``.venv`` (``make setup`` would install the package again)."""
+    clone's ``.venv`` (``make setup`` would install the package again); ``variables`` such as
+    ``VERIFY_ARGS=...`` are passed on the command line."""
     venv = repo / ".venv"
     if not venv.exists():
         venv.symlink_to(Path(sys.prefix), target_is_directory=True)
     stamp = repo.parent / f"{repo.name}.installed"  # newer than the clone's pyproject.toml
     stamp.touch()
     # a command-line variable reaches the sub-makes too (`make reproduce` runs `make paper`)
-    return sh("make", f"STAMP={stamp}", target, cwd=repo, check=False)
+    return sh("make", f"STAMP={stamp}", *variables, target, cwd=repo, check=False)
 
 
 @pytest.mark.slow
@@ -137,7 +139,10 @@ def make(target: str, repo: Path) -> subprocess.CompletedProcess:
 def test_reviewer_make_reproduce_then_make_verify_exit_0(published):
     """The reviewer's two commands on a fresh clone of the published state: pull, a clean
     `dvc status`, the paper from the pulled outputs; then every cheap stage recomputed and
-    agreeing with what was pulled (timings are not compared)."""
+    agreeing with what was pulled (timings are not compared). The per-condition probe stages
+    are spot-checked on one unit of each kind (a text condition, a zoo pair's two sides, bag of
+    words, an image/text pair; `VERIFY_ARGS=--units ...`), which keeps CI within its budget now
+    that the smoke profile runs the zoo; every unit is recomputed without it."""
     repo = clone(published, "reviewer")
     proc = make("reproduce", repo)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -145,10 +150,14 @@ def test_reviewer_make_reproduce_then_make_verify_exit_0(published):
     assert (repo / "results/probes/replication/summary.csv").exists()
     rendered = (repo / "paper/_output/index.html").exists()
     assert rendered or (repo / "paper/_check/index.md").exists()
-    proc = make("verify", repo)
+    units = ["sbert", "zoo_roberta", "zoo_openclip_roberta", "clip"]
+    proc = make("verify", repo, f"VERIFY_ARGS=--units {' '.join(units)}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     summary = [line for line in proc.stdout.splitlines() if " files agree" in line]
     assert summary and "differ" not in summary[-1], proc.stdout[-3000:]
+    checked = set(re.findall(r"probe_suite(?:_pairs)?@(\w+)", proc.stdout))
+    assert checked == set(units), checked  # the spot check recomputed exactly those units
+    assert "probe_suite_bow" in proc.stdout and "stats" in proc.stdout and "rsa" in proc.stdout
 
 
 @pytest.mark.slow
@@ -276,3 +285,10 @@ def test_the_shipped_config_is_diagnosed_as_the_placeholder():
 def test_a_real_remote_is_not_flagged(tmp_path):
     repo = dvc_repo(tmp_path / "r", "http://127.0.0.1:9/x", LOCK)
     assert verify.pull_problem(repo, None) is None
+
+
+def test_units_select_only_those_runs_of_per_condition_stages():
+    runs = {"probe_suite@sbert": {}, "probe_suite@zoo_bert": {}, "probe_suite_bow": {}, "stats": {}}
+    assert list(verify.select_runs(runs, None)) == list(runs)
+    assert list(verify.select_runs(runs, ["zoo_bert"])) == ["probe_suite@zoo_bert", "probe_suite_bow", "stats"]
+    assert list(verify.select_runs(runs, [])) == ["probe_suite_bow", "stats"]

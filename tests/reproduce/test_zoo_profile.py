@@ -68,14 +68,22 @@ def test_parts_are_the_matched_pairs_then_each_other_model_and_add_up_to_the_lis
     assert listed == params["conditions"]["text"] + joined
 
 
-def test_the_smoke_profile_already_runs_the_study_zoo(capsys):
-    """params.smoke.yaml lists the study's whole zoo (on tiny fixtures): its profile adds nothing,
-    and its zoo conditions are what the profile adds to params.yaml."""
-    smoke = load_yaml((ROOT / "params.smoke.yaml").read_text())["conditions"]["text"]
-    assert as_list(printed(capsys, "--params", str(ROOT / "params.smoke.yaml"))) == smoke
-    study = load_yaml((ROOT / "params.yaml").read_text())["conditions"]["text"]
-    added = as_list(printed(capsys, "--params", str(ROOT / "params.yaml")))[len(study):]
-    assert sorted(added) == sorted(c for c in smoke if c.startswith("zoo_"))
+def test_the_smoke_profile_runs_the_zoo_of_every_family_and_two_matched_pairs(capsys):
+    """params.smoke.yaml runs a part of the study's zoo on tiny fixtures: only conditions the
+    profile would add, every family of models.zoo, at least the pre-registered test's minimum of
+    matched pairs with both sides, and random twins of one pair."""
+    smoke = load_yaml((ROOT / "params.smoke.yaml").read_text())
+    text = smoke["conditions"]["text"]
+    study = load_yaml((ROOT / "params.yaml").read_text())
+    added = as_list(printed(capsys, "--params", str(ROOT / "params.yaml")))[len(study["conditions"]["text"]):]
+    zoo = [c for c in text if c.startswith("zoo_")]
+    assert zoo and set(zoo) <= set(added)
+    families = {spec["family"] for spec in study["models"]["zoo"].values()}
+    run = {smoke["models"]["zoo"][c.removeprefix("zoo_")]["family"] for c in zoo if not c.endswith("_random")}
+    assert run == families
+    pairs = [m for m in smoke["conditions"]["matched"].values() if m["before"] in text and m["after"] in text]
+    assert len(pairs) >= smoke["stats"]["grounding"]["min_pairs"]
+    assert any(f"{m['before']}_random" in text and f"{m['after']}_random" in text for m in pairs)
 
 
 def _params(tmp_path, conditions: dict, zoo: tuple[str, ...]):
