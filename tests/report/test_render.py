@@ -173,6 +173,21 @@ def test_render_writes_html_pdf_and_the_manuscript_extras(smoke_paper):
     assert links and all(a["href"].startswith("index-preview.html#") for a in links)
 
 
+def test_the_zoo_section_shows_its_test_figures_and_what_did_not_run(smoke_paper):
+    """Issue 14: the smoke paper's zoo section has the grounding figure, table and layer figure,
+    and names the zoo conditions the build did not run (params.smoke.yaml leaves out XLM-R)."""
+    section = smoke_paper.soup.find(id="sec-zoo")
+    assert section is not None
+    text = " ".join(section.get_text(" ").split())
+    for label in ("fig-zoo", "tbl-grounding", "fig-zoo-layers", "tbl-zoo"):
+        assert section.find(id=label) is not None, label
+    not_run = text.split("Not run in this build:", 1)[1][:120]
+    assert "XLM-R-base" in not_run and "OpenCLIP XLM-R tower" in not_run, not_run
+    assert "tiny random-weight test models" in text  # the smoke's numbers are said to be uninformative
+    assert "mean over axes" in text and "vertical − horizontal" in text
+    assert (smoke_paper.paper / "figures/zoo.svg").exists() and (smoke_paper.paper / "figures/zoo_layers.svg").exists()
+
+
 def test_no_source_code_unresolved_reference_or_python_repr_is_visible(smoke_paper):
     html = visible_text(smoke_paper.soup)
     pdf = smoke_paper.pdf.text

@@ -35,6 +35,21 @@ def test_dvc_repro_produces_every_stage_output(smoke_workspace):
     splits = pd.read_csv(ws / "results/stats/matched_splits.csv")
     assert len(splits) and (splits["train_pair"] != splits["test_pair"]).all()
     assert set(splits["condition"]) == set(params["conditions"]["text"]) | {"bow"}
+    # the matched pairs' pre-registered grounding test (issue 14): the pairs that ran, the one that
+    # did not, and the geometry of tower vs initialization
+    ran = [k for k, m in params["conditions"]["matched"].items()
+           if m["before"] in params["conditions"]["text"] and m["after"] in params["conditions"]["text"]]
+    grounding = pd.read_csv(ws / "results/stats/grounding.csv")
+    co = grounding[grounding["analysis"] == "across pairs: co-primary (pre-registered)"]
+    assert list(co["name"]) == ["mean over axes", "vertical - horizontal"]
+    assert (co["n_clusters"] == len(ran)).all() and (co["df"] == len(ran) - 1).all()
+    assert co["p_holm"].between(0, 1).all() and (co["ci_low"] < co["ci_high"]).all()
+    per = grounding[grounding["analysis"] == "per pair"]
+    assert set(per.loc[per["status"] == "computed", "pair"]) == set(ran)
+    for k in set(params["conditions"]["matched"]) - set(ran):
+        assert per.loc[per["pair"] == k, "status"].str.startswith("not run").all(), k
+    layers = pd.read_csv(ws / "results/rsa/matched_layers.csv")
+    assert set(layers["pair"]) == set(ran) and {"after", "before_random"} <= set(layers["comparison"])
     frames = pd.read_csv(ws / "results/stats/reference_frames.csv", dtype={"reference_frame": str})
     sb = frames[frames["condition"] == "sbert"]  # the fixture records frames 0 and 1 on some rows
     assert {"not recorded", "1"} <= set(sb["reference_frame"]) and sb["accuracy"].between(0, 1).all()
