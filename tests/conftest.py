@@ -107,3 +107,13 @@ def smoke_workspace(tmp_path_factory) -> Path:
     proc = run_tool(["dvc", "repro", *REPRO_TARGETS], ws, timeout=900)
     assert proc.returncode == 0, f"dvc repro failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return ws
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """HF_HUB_OFFLINE=1 as a user sets it, before Python starts: huggingface_hub reads it once, at
+    import, so the fixture sets that constant too (else every lookup waits on the network)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

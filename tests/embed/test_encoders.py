@@ -277,9 +277,8 @@ def test_hub_source_resolves_commit_offline(tmp_path):
     assert Path(local) == repo / "snapshots" / commit
 
 
-def test_offline_hub_model_names_the_setting_to_use(tmp_path, monkeypatch):
+def test_offline_hub_model_names_the_setting_to_use(tmp_path, monkeypatch, hub_offline):
     """No network and no cached copy: one message naming models.<name>.path and HF_HUB_OFFLINE."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(E.ModelUnavailableError) as err:
         E.resolve_source(E.ModelSpec(hub_id="sentence-transformers/all-mpnet-base-v2",

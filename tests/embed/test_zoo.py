@@ -113,9 +113,8 @@ HUB = {
 
 
 @pytest.mark.parametrize("family", list(HUB))
-def test_unreachable_hub_names_the_setting(tmp_path, monkeypatch, family):
+def test_unreachable_hub_names_the_setting(tmp_path, monkeypatch, family, hub_offline):
     """HF_HUB_OFFLINE=1 and an empty cache: one line naming models.<name>.path."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     spec = Z.ZooSpec(family=family, revision="0" * 40, **HUB[family])
     with pytest.raises(ModelUnavailableError) as err:
@@ -136,10 +135,9 @@ def hub_cache(root: Path, repo: str, commit: str, files: list[Path]) -> None:
     (snap.parents[1] / "refs" / "main").write_text(commit)
 
 
-def test_open_clip_hf_tower_from_two_pinned_hub_repos(encoded, tmp_path, monkeypatch):
+def test_open_clip_hf_tower_from_two_pinned_hub_repos(encoded, tmp_path, monkeypatch, hub_offline):
     """Hub layout: the CLIP repo holds the OpenCLIP config and weights only, the text tower's
     config and tokenizer come from their own repo at text_revision; same vectors as the folder."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     src = MODELS / "openclip-roberta-tiny"
     clip_commit, text_commit = "a" * 40, "b" * 40
     hub_cache(tmp_path, "laion/CLIP-ViT-B-32-roberta-base-laion2B-s12B-b32k", clip_commit,
