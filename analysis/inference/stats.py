@@ -90,33 +90,34 @@ class HeadlineSettings(Settings):
     """task whose per-relation scores `dvc plots show` draws (results/stats/plots/relations.csv)"""
 
 
-class ConfirmatorySettings(Settings):
-    """The pre-registered primary analysis (paper/preregistration.md; a test keeps the two
-    equal): the training contrast on the matched task (`analysis/inference/confirmatory.py`)."""
+class MatchedTaskSettings(Settings):
+    """What both pre-registered analyses of the matched task share: the task, its axes, the
+    asymmetry contrast, the interval level and the two-sided level of the test."""
 
     task: str = "M_polarity"
-    grounded: str = "clip_text"
-    distributional: str = "sbert"
     axes: tuple[str, ...] = ("vertical", "horizontal", "depth")
     asymmetry: tuple[str, str] = ("vertical", "horizontal")
     ci: float = 0.95
     alpha: float = 0.05
-    """two-sided level of the primary test"""
+    """two-sided level of the pre-registered test(s)"""
+
+
+class ConfirmatorySettings(MatchedTaskSettings):
+    """The pre-registered primary analysis (paper/preregistration.md; a test keeps the two
+    equal): the training contrast on the matched task (`analysis/inference/confirmatory.py`)."""
+
+    grounded: str = "clip_text"
+    distributional: str = "sbert"
     min_seeds: int = 5
     """random-weight seeds each architecture needs before the contrast is computed"""
 
 
-class GroundingSettings(Settings):
+class GroundingSettings(MatchedTaskSettings):
     """The pre-registered grounding effect on matched encoder pairs (paper/preregistration_zoo.md;
     a test keeps the two equal): after - before per pair, and across pairs by a mixed model
-    (`analysis/inference/grounding.py`). The pairs are `conditions.matched`."""
+    (`analysis/inference/grounding.py`; G1 and G2 Holm-adjusted at ``alpha``). The pairs are
+    `conditions.matched`."""
 
-    task: str = "M_polarity"
-    axes: tuple[str, ...] = ("vertical", "horizontal", "depth")
-    asymmetry: tuple[str, str] = ("vertical", "horizontal")
-    ci: float = 0.95
-    alpha: float = 0.05
-    """two-sided level of G1 and G2 (Holm across the two)"""
     min_pairs: int = 2
     """matched pairs that must have run before the across-pair test is computed"""
 
